@@ -1,0 +1,16 @@
+"""revsnn: reversible spiking neural networks with exact-gradient memory modes.
+
+Public API::
+
+    import revsnn
+    revsnn.list_models("*")
+    m = revsnn.create_model("trevsnn_tiny", num_classes=10, T=4, memory_mode="reversible")
+    m.set_memory_mode("none")   # "none" | "checkpoint" | "reversible"
+"""
+
+from .models.registry import create_model, list_models, register_model
+from .reversible.mode import MemoryMode
+
+__version__ = "0.1.0"
+
+__all__ = ["MemoryMode", "create_model", "list_models", "register_model", "__version__"]

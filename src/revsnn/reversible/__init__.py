@@ -1,0 +1,10 @@
+"""Reversible engine: couplings, sequences, recompute state, checks."""
+
+from .coupling import ParaRevCoupling, RevCoupling
+from .mode import MemoryMode
+from .sequence import ReversibleBackwardError, ReversibleSequence
+
+__all__ = [
+    "MemoryMode", "ParaRevCoupling", "RevCoupling", "ReversibleBackwardError",
+    "ReversibleSequence",
+]
