@@ -68,7 +68,7 @@ class SpikingModel(nn.Module):
     def memory_mode(self) -> MemoryMode:
         return self._memory_mode
 
-    def set_memory_mode(self, mode: Union[str, MemoryMode]) -> "SpikingModel":
+    def set_memory_mode(self, mode: Union[str, MemoryMode]) -> SpikingModel:
         mode = MemoryMode.parse(mode)
         self._memory_mode = mode
         for m in self.modules():

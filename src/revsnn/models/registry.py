@@ -1,4 +1,4 @@
-"""Model registry: ``@register_model``, ``create_model(name, **kwargs)``, ``list_models(pattern)``."""
+"""Model registry: ``@register_model``, ``create_model(name, **kw)``, ``list_models(pattern)``."""
 
 from __future__ import annotations
 

@@ -29,9 +29,7 @@ class MemoryMode(str, Enum):
                 return cls(value.lower())
             except ValueError:
                 pass
-        raise ValueError(
-            f"unknown memory mode {value!r}; expected one of {[m.value for m in cls]}"
-        )
+        raise ValueError(f"unknown memory mode {value!r}; expected one of {[m.value for m in cls]}")
 
     def __str__(self) -> str:
         return self.value

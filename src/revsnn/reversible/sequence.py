@@ -25,8 +25,9 @@ NONE runs the same stages with plain autograd (the oracle); CHECKPOINT wraps eac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -220,7 +221,9 @@ class ReversibleSequence(nn.Module):
     def _para_stages(self) -> List[_Stage]:
         n = len(self.blocks)
         if self.merged is not None and len(self.merged) != n - 1:
-            raise ValueError(f"{n} ParaRev blocks need {n - 1} merged modules, got {len(self.merged)}")
+            raise ValueError(
+                f"{n} ParaRev blocks need {n - 1} merged modules, got {len(self.merged)}"
+            )
         for k, b in enumerate(self.blocks):
             need_f = self.merged is None or k == 0
             need_g = self.merged is None or k == n - 1
@@ -297,7 +300,9 @@ class ReversibleSequence(nn.Module):
             for stage in self._stages:
                 regs = list(
                     checkpoint(
-                        _CheckpointedStage(stage), *regs, use_reentrant=False,
+                        _CheckpointedStage(stage),
+                        *regs,
+                        use_reentrant=False,
                         preserve_rng_state=self.preserve_rng_state,
                     )
                 )

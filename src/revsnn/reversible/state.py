@@ -15,8 +15,9 @@ backward (with grad). For the second run to be the same function evaluation it m
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,7 +28,9 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 def _cuda_devices(tensors: Iterable[torch.Tensor]) -> List[int]:
-    return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda})
+    return sorted(
+        {t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda}
+    )
 
 
 @dataclass
@@ -95,8 +98,9 @@ def frozen_norm_stats(*modules: Optional[nn.Module]) -> Iterator[None]:
     autograd, and no tensor saved by the recomputed graph is modified in place.
     """
     layers = norm_layers(modules)
-    originals = [{n: m._buffers[n] for n in _STAT_NAMES if m._buffers.get(n) is not None}
-                 for m in layers]
+    originals = [
+        {n: m._buffers[n] for n in _STAT_NAMES if m._buffers.get(n) is not None} for m in layers
+    ]
     for m, bufs in zip(layers, originals):
         for n, b in bufs.items():
             m._buffers[n] = b.detach().clone()

@@ -16,7 +16,23 @@ from .neuron import (
 from .surrogate import ATan, Rectangle, Sigmoid, Surrogate, get_surrogate, heaviside
 
 __all__ = [
-    "ATan", "BaseNeuron", "IF", "LIF", "PLIF", "Rectangle", "Sigmoid", "StatelessSpike",
-    "Surrogate", "TimeFold", "WSConv2d", "fire_and_reset", "get_surrogate", "heaviside",
-    "if_step", "lif_step", "multi_step", "repeat_time", "stateless_spike",
+    "ATan",
+    "BaseNeuron",
+    "IF",
+    "LIF",
+    "PLIF",
+    "Rectangle",
+    "Sigmoid",
+    "StatelessSpike",
+    "Surrogate",
+    "TimeFold",
+    "WSConv2d",
+    "fire_and_reset",
+    "get_surrogate",
+    "heaviside",
+    "if_step",
+    "lif_step",
+    "multi_step",
+    "repeat_time",
+    "stateless_spike",
 ]

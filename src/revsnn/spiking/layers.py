@@ -69,6 +69,11 @@ class WSConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
-            x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation,
+            x,
+            self.standardized_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
             self.groups,
         )

@@ -13,7 +13,8 @@ Charge (H is the membrane after input, before firing):
 - PLIF: LIF with tau = 1 / sigmoid(w), w learnable (init so that tau = tau_init)
 
 Fire and reset:  S[t] = Heaviside(H[t] - v_th) (surrogate gradient);
-hard reset V[t] = H[t] (1 - S[t]) + V_reset S[t];  soft reset (v_reset=None) V[t] = H[t] - v_th S[t].
+hard reset V[t] = H[t] (1 - S[t]) + V_reset S[t];
+soft reset (v_reset=None) V[t] = H[t] - v_th S[t].
 With ``detach_reset`` the S used by the reset carries no gradient.
 
 StatelessSpike (T-RevSNN's "temporal-off" neuron): S(z) = 1 if z >= 0.5 else 0
@@ -97,7 +98,9 @@ def _check_sequence(x: torch.Tensor, who: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{who} expects a tensor [T, B, ...], got {type(x).__name__}")
     if x.dim() < 2:
-        raise ValueError(f"{who} expects a time-first tensor [T, B, ...], got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{who} expects a time-first tensor [T, B, ...], got shape {tuple(x.shape)}"
+        )
 
 
 class BaseNeuron(nn.Module):

@@ -62,7 +62,8 @@ class Surrogate:
 
 
 class ATan(Surrogate):
-    """sigma(x) = arctan(pi alpha x / 2) / pi + 1/2;  sigma'(x) = (alpha/2) / (1 + (pi alpha x/2)^2)."""
+    """sigma(x) = arctan(pi alpha x / 2) / pi + 1/2;
+    sigma'(x) = (alpha / 2) / (1 + (pi alpha x / 2)^2)."""
 
     name = "atan"
 

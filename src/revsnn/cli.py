@@ -1,0 +1,50 @@
+"""The ``revsnn`` command: ``revsnn train | eval | bench | models``."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+USAGE = """usage: revsnn <command> [options]
+
+commands:
+  train    train a model (no options: the main job, T-RevSNN on the embedded digits)
+  eval     evaluate a saved checkpoint: revsnn eval --checkpoint PATH
+  bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
+  models   list registered models (optional shell pattern, e.g. 'trevsnn*')
+
+'revsnn <command> --help' describes each command."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]  # the main job
+    cmd, rest = argv[0], argv[1:]
+    if cmd in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if cmd == "train":
+        from .train.cli import main as train_main
+
+        return int(train_main(rest) or 0)
+    if cmd == "eval":
+        from .train.cli import eval_main
+
+        return int(eval_main(rest) or 0)
+    if cmd == "bench":
+        from .bench.cli import main as bench_main
+
+        return int(bench_main(rest) or 0)
+    if cmd == "models":
+        from . import list_models
+
+        for name in list_models(rest[0] if rest else "*"):
+            print(name)
+        return 0
+    print(f"revsnn: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
