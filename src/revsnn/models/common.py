@@ -1,0 +1,324 @@
+"""Parts shared by the RevSNN-style families: stems, downsampling, branches, heads.
+
+Every part works on time-first tensors ``[T, B, C, H, W]`` (per-frame layers fold T into the
+batch) and takes a ``neuron_factory``: a zero-argument callable returning a fresh multi-step
+neuron module, e.g. ``neuron_factory("if")`` (IF, ATan alpha=2, the static-image neuron) or
+``neuron_factory("lif", tau=1.5)`` (LIF, Sigmoid alpha=4, the event-data neuron).
+
+The non-reversible parts (:class:`StaticStem`, :class:`EventStem`, :class:`Downsample`) have a
+``memory_mode`` attribute (set by ``SpikingModel.set_memory_mode``). In ``"none"`` they are plain
+autograd. In ``"checkpoint"`` and ``"reversible"`` they keep **only their input** for backward
+(for a downsampling layer that input is the output of the reversible sequence before it, which
+that sequence keeps anyway, so it costs nothing) and recompute themselves in backward with grad;
+RNG/autocast are replayed and BatchNorm statistics frozen by :mod:`revsnn.reversible.state`,
+so values, gradients and BN buffers equal the ``"none"`` oracle.
+
+Constructors (used by RevSResNet, ParaRevSNN-ResNet and MS-ResNet)::
+
+    StaticStem(in_channels, width)            # conv3x3 s1 + BN, image -> repeated over T
+    EventStem(in_channels, width)             # conv3x3 s2 + BN + AvgPool3x3 s2, per frame
+    Downsample(c_in, c_out, neuron_factory)   # neuron -> AvgPool3x3 s2 -> conv1x1 -> BN
+    ConvBranch(c, neuron_factory)             # neuron -> conv3x3 -> BN -> neuron -> conv3x3 -> BN
+    SpikingHead(c, num_classes, neuron_factory)  # neuron -> GAP -> FC -> mean over T
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..reversible.mode import MemoryMode
+from ..reversible.state import RecomputeState, frozen_norm_stats
+from ..spiking.binary import (
+    LeanAvgPool2d,
+    LeanIF,
+    LeanLIF,
+    SpikeConv2d,
+    norm_spike,
+    pack_spikes,
+    unpack_spikes,
+)
+from ..spiking.layers import repeat_time
+from ..spiking.neuron import IF, LIF
+from ..spiking.surrogate import ATan, Sigmoid
+
+__all__ = [
+    "NeuronFactory",
+    "neuron_factory",
+    "recompute",
+    "RecomputedPart",
+    "StaticStem",
+    "EventStem",
+    "Downsample",
+    "ConvBranch",
+    "SpikingHead",
+    "conv_bn",
+    "init_weights",
+    "fold",
+    "unfold",
+]
+
+NeuronFactory = Callable[[], nn.Module]
+
+
+def neuron_factory(
+    kind: str = "if",
+    tau: float = 2.0,
+    v_threshold: float = 1.0,
+    alpha: Optional[float] = None,
+    lean: bool = True,
+) -> NeuronFactory:
+    """Factory of multi-step neurons.
+
+    ``kind="if"``: IF with ATan surrogate (alpha 2 by default); ``kind="lif"``: LIF with
+    ``tau`` (decay_input) and Sigmoid surrogate (alpha 4 by default). Hard reset to 0 with the
+    reset detached. ``lean=True`` gives :class:`~revsnn.spiking.binary.LeanIF` /
+    ``LeanLIF`` (same values and gradients, only the input saved for backward).
+    """
+    kind = kind.lower()
+    if kind == "if":
+        a = 2.0 if alpha is None else float(alpha)
+        cls = LeanIF if lean else IF
+        return lambda: cls(v_threshold=v_threshold, surrogate=ATan(a))
+    if kind == "lif":
+        a = 4.0 if alpha is None else float(alpha)
+        cls_l = LeanLIF if lean else LIF
+        return lambda: cls_l(tau=tau, v_threshold=v_threshold, surrogate=Sigmoid(a))
+    raise ValueError(f"unknown neuron kind {kind!r}; expected 'if' or 'lif'")
+
+
+# ----------------------------------------------------------------------------- folding
+def fold(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, ...] -> [T*B, ...]`` (a view)."""
+    return x.flatten(0, 1)
+
+
+def unfold(y: torch.Tensor, T: int) -> torch.Tensor:
+    """``[T*B, ...] -> [T, B, ...]`` (a view)."""
+    return y.unflatten(0, (T, y.shape[0] // T))
+
+
+# ----------------------------------------------------------------------------- recompute
+class _RecomputeFn(torch.autograd.Function):
+    """y = body(x), keeping only x (as bool when it is binary) and recomputing body in backward."""
+
+    @staticmethod
+    def forward(ctx, part: RecomputedPart, binary: bool, x: torch.Tensor, *params):
+        ctx.part = part
+        ctx.binary = binary
+        ctx.dtype = x.dtype
+        ctx.params = params
+        ctx.state = RecomputeState.capture(x)
+        ctx.save_for_backward(pack_spikes(x, type(part).__name__) if binary else x)
+        return part.body(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (saved,) = ctx.saved_tensors
+        part: RecomputedPart = ctx.part
+        x = unpack_spikes(saved, ctx.dtype) if ctx.binary else saved.detach()
+        need_x = ctx.needs_input_grad[2]
+        x.requires_grad_(need_x)
+        pidx = [i for i, p in enumerate(ctx.params) if ctx.needs_input_grad[3 + i]]
+        with torch.enable_grad(), ctx.state.replay(), frozen_norm_stats(part):
+            out = part.body(x)
+        part.recompute_count += 1
+        inputs: List[torch.Tensor] = ([x] if need_x else []) + [ctx.params[i] for i in pidx]
+        grads = torch.autograd.grad(out, inputs, grad, allow_unused=True) if inputs else ()
+        gx = grads[0] if need_x else None
+        gparams: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
+        for i, g in zip(pidx, grads[1:] if need_x else grads):
+            gparams[i] = g
+        return (None, None, gx, *gparams)
+
+
+class RecomputedPart(nn.Module):
+    """A non-reversible part that recomputes itself in backward outside ``memory_mode="none"``.
+
+    Subclasses implement :meth:`body`; ``binary_input=True`` stores the input as ``bool``
+    (for parts fed with spikes). ``recompute_count`` counts backward recomputations.
+    """
+
+    binary_input: bool = False
+
+    def __init__(self, memory_mode: Union[str, MemoryMode] = MemoryMode.NONE) -> None:
+        super().__init__()
+        self.memory_mode = memory_mode
+        self.recompute_count = 0
+
+    @property
+    def memory_mode(self) -> MemoryMode:
+        return self._memory_mode
+
+    @memory_mode.setter
+    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
+        self._memory_mode = MemoryMode.parse(mode)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """``body(x)``, recomputed in backward unless the mode is ``"none"``."""
+        return recompute(self, x)
+
+
+def recompute(part: RecomputedPart, x: torch.Tensor) -> torch.Tensor:
+    """Evaluate ``part.body(x)``; outside ``"none"`` keep only ``x`` and recompute in backward."""
+    params = tuple(p for p in part.parameters())
+    needs = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+    if part.memory_mode is MemoryMode.NONE or not needs:
+        return part.body(x)
+    return _RecomputeFn.apply(part, part.binary_input, x, *params)
+
+
+# ----------------------------------------------------------------------------- layers
+def conv_bn(
+    c_in: int,
+    c_out: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: Optional[int] = None,
+    spike_input: bool = True,
+    bias: bool = False,
+    lean: bool = True,
+) -> nn.Sequential:
+    """conv (bias-free by default) + BatchNorm2d on ``[N, C, H, W]``.
+
+    With ``spike_input and lean`` the conv is a :class:`SpikeConv2d` (input saved as bool)."""
+    p = kernel_size // 2 if padding is None else padding
+    conv_cls = SpikeConv2d if (spike_input and lean) else nn.Conv2d
+    return nn.Sequential(
+        conv_cls(c_in, c_out, kernel_size, stride, p, bias=bias), nn.BatchNorm2d(c_out)
+    )
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming normal (fan_out) for convolutions; BN gamma = 1, beta = 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class _Stem(RecomputedPart):
+    """conv3x3 + BN (+ AvgPool), no spike. Static images are encoded once and repeated over T
+    (direct encoding); frames are processed per time step."""
+
+    def __init__(
+        self, in_channels: int, width: int, stride: int, pool: bool,
+        memory_mode: Union[str, MemoryMode] = MemoryMode.NONE,
+    ) -> None:
+        super().__init__(memory_mode)
+        self.in_channels = int(in_channels)
+        self.width = int(width)
+        self.conv = nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.pool = nn.AvgPool2d(3, 2, 1) if pool else None
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))  # [N, width, H', W']
+        return self.pool(y) if self.pool is not None else y
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[T, B, width, H', W']`` (a broadcast over T), or
+        ``[T, B, C, H, W]`` -> ``[T, B, width, H', W']``."""
+        if x.dim() == 4:
+            return repeat_time(self.run(x), T)  # [T, B, width, H', W']
+        if x.dim() == 5:
+            return unfold(self.run(fold(x)), x.shape[0])  # [T*B, ...] -> [T, B, ...]
+        raise ValueError(
+            f"{type(self).__name__} expects [B, {self.in_channels}, H, W] or "
+            f"[T, B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
+        )
+
+
+class StaticStem(_Stem):
+    """conv3x3 s1 (in_channels -> width, no bias) + BN, no spike (RevSResNet, MS-ResNet)."""
+
+    def __init__(self, in_channels: int, width: int, memory_mode="none") -> None:
+        super().__init__(in_channels, width, stride=1, pool=False, memory_mode=memory_mode)
+
+
+class EventStem(_Stem):
+    """conv3x3 s2 (no bias) + BN + AvgPool 3x3 s2 p1 per frame, no spike (RevSResNet24): the
+    output is at 1/4 resolution."""
+
+    def __init__(self, in_channels: int, width: int, memory_mode="none") -> None:
+        super().__init__(in_channels, width, stride=2, pool=True, memory_mode=memory_mode)
+
+
+class Downsample(RecomputedPart):
+    """DS_k = neuron -> AvgPool 3x3 s2 p1 -> conv1x1 (c_in -> c_out, no bias) -> BN on the whole
+    stream: ``[T, B, c_in, H, W] -> [T, B, c_out, ceil(H/2), ceil(W/2)]``. Not reversible;
+    recomputed in backward outside ``"none"`` (see the module docstring)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, neuron_factory: NeuronFactory,
+        memory_mode: Union[str, MemoryMode] = MemoryMode.NONE, lean: bool = True,
+    ) -> None:
+        super().__init__(memory_mode)
+        self.c_in, self.c_out = int(c_in), int(c_out)
+        self.neuron = neuron_factory()
+        self.pool = LeanAvgPool2d(3, 2, 1) if lean else nn.AvgPool2d(3, 2, 1)
+        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        s = fold(self.neuron(x))  # [T*B, c_in, H, W]
+        return unfold(self.bn(self.conv(self.pool(s))), x.shape[0])  # [T, B, c_out, H', W']
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[2] != self.c_in:
+            raise ValueError(
+                f"Downsample expects [T, B, {self.c_in}, H, W], got shape {tuple(x.shape)}"
+            )
+        return self.run(x)
+
+
+class ConvBranch(nn.Module):
+    """RevSResNet's F = G: neuron -> conv3x3 -> BN -> neuron -> conv3x3 -> BN on a half-stream
+    ``[T, B, c, H, W]`` (bias-free convs, width = half width, no skip)."""
+
+    def __init__(self, c: int, neuron_factory: NeuronFactory, lean: bool = True) -> None:
+        super().__init__()
+        self.sn1 = neuron_factory()
+        self.conv1 = conv_bn(c, c, 3, lean=lean)
+        self.sn2 = neuron_factory()
+        self.conv2 = conv_bn(c, c, 3, lean=lean)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[0]
+        c1 = self.conv1[0](fold(self.sn1(x)))  # [T*B, c, H, W]
+        s2 = norm_spike(c1, self.conv1[1], self.sn2, T)  # sn2(BN(c1)): [T, B, c, H, W]
+        return unfold(self.conv2(fold(s2)), T)
+
+
+class SpikingHead(nn.Module):
+    """neuron -> global average pool -> FC(c -> classes) -> mean over T:
+    ``[T, B, c, H, W] -> [B, classes]``."""
+
+    def __init__(self, c: int, num_classes: int, neuron_factory: NeuronFactory) -> None:
+        super().__init__()
+        self.c = int(c)
+        self.neuron = neuron_factory()
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.neuron(x)  # [T, B, c, H, W]
+        return self.fc(s.mean(dim=(3, 4))).mean(0)  # [T, B, c] -> [T, B, K] -> [B, K]
+
+    def reset(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh ``Linear(c, num_classes)``."""
+        p = self.fc.weight
+        self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
+
+
+def stage_channels(widths: Sequence[int]) -> List[int]:
+    """Full-stream channels 2 * half width per stage."""
+    return [2 * int(w) for w in widths]

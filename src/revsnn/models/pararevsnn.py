@@ -1,0 +1,254 @@
+"""ParaRevSNN-ResNet (Xu et al., AAAI 2026): reversible spiking ResNets with parallel blocks.
+
+The skeleton is RevSResNet's (stem, downsampling and head from :mod:`revsnn.models.common`)::
+
+    x [B, 3, H, W] -> conv3x3 s1 + BN -> repeat T -> [T, B, 2 w_1, H, W]
+    -> ParaRevSeq_1 -> DS_1 -> ParaRevSeq_2 -> DS_2 -> ... -> ParaRevSeq_K
+    -> S -> global average pool -> FC(2 w_K -> classes) -> mean over T -> [B, classes]
+
+but every block is a :class:`~revsnn.reversible.ParaRevCoupling`, inputs of F and G swapped::
+
+    y1 = x2 + F(x1)        y2 = x1 + G(y1)        (inverse: x1 = y2 - G(y1), x2 = y1 - F(x1))
+
+so that G_k and F_{k+1} read the same y1 and are evaluated together by one module
+M_k(y1) = (G_k(y1), F_{k+1}(y1)) (:mod:`revsnn.models.pararev_blocks`). A stage of n blocks
+runs n + 1 stages of work (F_0, M_0 ... M_{n-2}, G_{n-1}) instead of RevSResNet's 2n, in the
+forward and again in the reversible backward.
+
+``merge`` picks M_k:
+
+- ``"fused"`` (default): the paper's merged reversible block
+  S -> conv3x3 -> GroupNorm -> S -> conv3x3 (doubled output channels) -> BN -> split.
+  G_k and F_{k+1} share the first convolution, so a merged pair has 27 w^2 + 6 w weights
+  instead of 36 w^2 + 8 w: ParaRevSNN has *fewer* parameters than RevSResNet wherever a stage
+  has n >= 2 (at depth 21, n = (1, 1, 1, 1), there is no pair and the counts are equal).
+- ``"pair"``: M_k holds two separate RevSResNet branches, parameter-for-parameter the same
+  network as RevSResNet at the same block counts (only the coupling order differs); with
+  ``streams=True`` and CUDA inputs, G_k and F_{k+1} run on two CUDA streams.
+
+Depth N = 1 + 4 sum(n_k) + (K - 1) + 1 = 5 + 4 sum(n_k) with four stages. Block counts:
+21: (1, 1, 1, 1); 37: (1, 2, 3, 2) (as RevSResNet37); 69: (2, 4, 8, 2); 117: (2, 6, 18, 2);
+165: (3, 8, 26, 3) (our choice: every stage n >= 2, so every stage has a merged pair).
+Neurons: IF (ATan alpha = 2) on static images, PLIF (learnable tau, init 2, Sigmoid alpha = 4)
+on event frames.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..reversible import MemoryMode, ParaRevCoupling, ReversibleSequence
+from ..spiking import PLIF, Sigmoid
+from .base import SpikingModel, check_input
+from .common import (
+    ConvBranch,
+    Downsample,
+    EventStem,
+    NeuronFactory,
+    SpikingHead,
+    StaticStem,
+    init_weights,
+    neuron_factory,
+)
+from .pararev_blocks import BranchPair, MergedBlock
+from .registry import register_model
+
+__all__ = ["ParaRevSNN", "pararevsnn_resnet", "MERGE_KINDS", "BLOCKS"]
+
+MERGE_KINDS = ("fused", "pair")
+
+# Blocks per stage of the registered static-image variants (depth -> (n_1, n_2, n_3, n_4)).
+BLOCKS = {
+    21: (1, 1, 1, 1),
+    37: (1, 2, 3, 2),
+    69: (2, 4, 8, 2),
+    117: (2, 6, 18, 2),
+    165: (3, 8, 26, 3),
+}
+
+
+def plif_factory(tau: float = 2.0, alpha: float = 4.0) -> NeuronFactory:
+    """PLIF neurons (learnable tau initialised at ``tau``, Sigmoid surrogate ``alpha``)."""
+    return lambda: PLIF(tau_init=tau, surrogate=Sigmoid(alpha))
+
+
+class ParaRevSNN(SpikingModel):
+    """ParaRevSNN-ResNet with any per-stage block counts.
+
+    Args:
+        blocks: blocks per stage (n_1, ..., n_K), each >= 1.
+        widths: half-stream width per stage (w_1, ..., w_K); the stem outputs 2 w_1 channels.
+        num_classes, T, in_channels: classes, time steps, input channels.
+        memory_mode: "none" | "checkpoint" | "reversible".
+        neuron: "if" (ATan alpha=2), "plif" (learnable tau init ``tau``, Sigmoid alpha=4) or
+            "lif" (fixed ``tau``, Sigmoid alpha=4).
+        tau: LIF time constant / PLIF initial time constant (ignored for IF).
+        stem: "static" (conv3x3 s1 + BN) or "event" (conv3x3 s2 + BN + AvgPool 3x3 s2).
+        merge: "fused" (the merged reversible block) or "pair" (separate G_k, F_{k+1}).
+        streams: with ``merge="pair"``, run G_k and F_{k+1} on two CUDA streams for CUDA
+            inputs (no effect on CPU or with ``merge="fused"``).
+        gn_groups: the merged block's GroupNorm uses ``gcd(w_k, gn_groups)`` groups.
+        lean: memory-lean IF/LIF neurons and spike convolutions (same values and gradients;
+            PLIF is always the plain neuron).
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (1, 1, 1, 1),
+        widths: Sequence[int] = (64, 128, 256, 448),
+        num_classes: int = 10,
+        T: int = 4,
+        in_channels: int = 3,
+        memory_mode: Union[str, MemoryMode] = "reversible",
+        neuron: str = "if",
+        tau: float = 2.0,
+        stem: str = "static",
+        merge: str = "fused",
+        streams: bool = False,
+        gn_groups: int = 32,
+        lean: bool = True,
+    ) -> None:
+        super().__init__()
+        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(
+                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
+            )
+        if min(blocks) < 1 or min(widths) < 1:
+            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        if merge not in MERGE_KINDS:
+            raise ValueError(f"unknown merge {merge!r}; expected one of {MERGE_KINDS}")
+        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
+        self.blocks, self.widths = tuple(blocks), tuple(widths)
+        self.merge, self.streams = merge, bool(streams)
+        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
+        if neuron == "plif":
+            nf = plif_factory(tau)
+        elif neuron in ("if", "lif"):
+            nf = neuron_factory(neuron, tau=tau, lean=lean)
+        else:
+            raise ValueError(f"unknown neuron {neuron!r}; expected 'if', 'plif' or 'lif'")
+        chans = [2 * w for w in widths]
+        if stem == "static":
+            self.stem = StaticStem(in_channels, chans[0])
+        elif stem == "event":
+            self.stem = EventStem(in_channels, chans[0])
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
+        self.stages = nn.ModuleList(
+            self._sequence(n, w, nf, gn_groups, lean) for n, w in zip(blocks, widths)
+        )
+        self.downsamples = nn.ModuleList(
+            Downsample(chans[k], chans[k + 1], nf) for k in range(len(chans) - 1)
+        )
+        self.head = SpikingHead(chans[-1], num_classes, nf)
+        init_weights(self)
+        self.set_memory_mode(memory_mode)
+
+    def _sequence(
+        self, n: int, w: int, nf: NeuronFactory, gn_groups: int, lean: bool
+    ) -> ReversibleSequence:
+        """n ParaRev blocks on halves of width w: F_0, n - 1 merged modules M_k, G_{n-1}."""
+        if n == 1:  # no pair to merge: one block with its own F and G
+            f, g = ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)
+            return ReversibleSequence([ParaRevCoupling(f, g)])
+        couplings = [
+            ParaRevCoupling(
+                ConvBranch(w, nf, lean) if k == 0 else None,
+                ConvBranch(w, nf, lean) if k == n - 1 else None,
+            )
+            for k in range(n)
+        ]
+        merged: List[nn.Module] = []
+        for _ in range(n - 1):
+            if self.merge == "fused":
+                merged.append(MergedBlock(w, nf, gn_groups, lean))
+            else:
+                merged.append(
+                    BranchPair(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean), self.streams)
+                )
+        return ReversibleSequence(couplings, merged=merged)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
+        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
+        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
+        for k, stage in enumerate(self.stages):
+            if k > 0:
+                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
+            z = stage(z)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))  # [B, num_classes]
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.head.reset(num_classes)
+
+    def extra_repr(self) -> str:
+        return (
+            f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}, "
+            f"merge={self.merge}"
+        )
+
+
+def pararevsnn_resnet(blocks: Sequence[int], **kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet with any per-stage block counts (static widths 64/128/256/448)."""
+    return ParaRevSNN(blocks=blocks, **kwargs)
+
+
+@register_model
+def pararevsnn_resnet21(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet21: n = (1, 1, 1, 1) (no merged pair); 11,048,420 parameters with
+    100 classes, the same network size as RevSResNet21."""
+    return ParaRevSNN(blocks=BLOCKS[21], **kwargs)
+
+
+@register_model
+def pararevsnn_resnet37(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet37: n = (1, 2, 3, 2), 4 merged blocks."""
+    return ParaRevSNN(blocks=BLOCKS[37], **kwargs)
+
+
+@register_model
+def pararevsnn_resnet69(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet69: n = (2, 4, 8, 2), 12 merged blocks."""
+    return ParaRevSNN(blocks=BLOCKS[69], **kwargs)
+
+
+@register_model
+def pararevsnn_resnet117(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet117: n = (2, 6, 18, 2), 24 merged blocks."""
+    return ParaRevSNN(blocks=BLOCKS[117], **kwargs)
+
+
+@register_model
+def pararevsnn_resnet165(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet165: n = (3, 8, 26, 3), 36 merged blocks."""
+    return ParaRevSNN(blocks=BLOCKS[165], **kwargs)
+
+
+@register_model
+def pararevsnn_resnet24(**kwargs) -> ParaRevSNN:
+    """ParaRevSNN-ResNet24 for event frames ``[T, B, 2, H, W]``: conv3x3 s2 + BN + AvgPool stem,
+    halves 16/32/48, n = (1, 2, 2), PLIF (tau init 2, Sigmoid alpha = 4); T = 10 by default."""
+    kw = dict(in_channels=2, T=10, neuron="plif", tau=2.0, stem="event")
+    kw.update(kwargs)
+    return ParaRevSNN(blocks=(1, 2, 2), widths=(16, 32, 48), **kw)
+
+
+@register_model
+def pararevsnn_test(**kwargs) -> ParaRevSNN:
+    """Tiny ParaRevSNN for tests: halves 4/8, n = (2, 3) (even and odd), T = 2."""
+    kw = dict(T=2)
+    kw.update(kwargs)
+    return ParaRevSNN(blocks=(2, 3), widths=(4, 8), **kw)

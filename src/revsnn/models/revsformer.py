@@ -1,0 +1,277 @@
+"""RevSFormer-L-D (Zhang & Zhang, AAAI 2024): a reversible spiking transformer.
+
+::
+
+    x [B, C, H, W] -> tokenizer -> e [T, B, D, H/4, W/4] -> x = (e || e)  [T, B, 2D, H/4, W/4]
+    -> L x RevCoupling(F = SSA, G = MLP) -> mean over tokens -> mean over T -> Linear(2D -> K)
+
+Tokenizer: conv3x3 -> BN (no spike), then 4 x [LIF -> conv3x3 -> BN] with a max-pool 3x3 s2 on
+the spikes before the conv in the last two; channels D/8, D/4, D/2, D, D.
+
+Spiking self-attention (F) on a half-stream ``[T, B, D, h, w]`` (N = h w tokens, ``heads``
+heads of ``d = D / heads`` channels, 1x1 convolutions over tokens)::
+
+    s = LIF(x);  q = LIF(BN(W_q s)),  k = LIF(BN(W_k s)),  v = LIF(BN(W_v s))
+    a = (q k^T) v * 0.125   per head (no softmax)
+    F(x) = BN(W_o LIF_{v_th=0.5}(a) + b_o)
+
+Spiking MLP (G): ``BN(W_2 LIF(BN(W_1 LIF(x) + b_1)) + b_2)``, hidden 4 D.
+
+Neurons: LIF tau = 2 (Sigmoid alpha = 4) on static images; tau = 1.5 on event frames.
+
+Memory: lean neurons, spike convolutions saving bool, attention saving bool q/k/v; in
+``"checkpoint"``/``"reversible"`` the tokenizer is recomputed in backward stage by stage, each
+stage keeping only its input spikes as ``bool``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
+from ..spiking.binary import (
+    SpikeMaxPool2d,
+    norm_spike,
+    plain_spike_attention,
+    spike_attention,
+)
+from .base import SpikingModel, check_input
+from .common import (
+    NeuronFactory,
+    RecomputedPart,
+    StaticStem,
+    conv_bn,
+    fold,
+    init_weights,
+    neuron_factory,
+    unfold,
+)
+from .registry import register_model
+
+__all__ = [
+    "RevSFormer", "SpikingTokenizer", "SpikingSelfAttention", "SpikingMLP", "TokenHead",
+]
+
+
+def _seq(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a per-frame module to ``[T, B, ...]``."""
+    return unfold(module(fold(x)), x.shape[0])  # [T*B, ...] -> [T, B, ...]
+
+
+class _TokenizerStage(RecomputedPart):
+    """[max-pool] -> conv3x3 -> BN [-> LIF] on spikes ``[T, B, c_in, H, W]``; its input is
+    binary, so outside ``"none"`` it is kept as bool and the stage is recomputed."""
+
+    binary_input = True
+
+    def __init__(
+        self, c_in: int, c_out: int, pool: bool, neuron: Optional[nn.Module], lean: bool
+    ) -> None:
+        super().__init__()
+        self.pool = (SpikeMaxPool2d(3, 2, 1) if lean else nn.MaxPool2d(3, 2, 1)) if pool else None
+        self.conv = conv_bn(c_in, c_out, 3, lean=lean)
+        self.sn = neuron
+
+    def body(self, s: torch.Tensor) -> torch.Tensor:
+        y = fold(s)  # [T*B, c_in, H, W]
+        if self.pool is not None:
+            y = self.pool(y)
+        if self.sn is None:
+            return unfold(self.conv(y), s.shape[0])  # [T, B, c_out, H', W']
+        return norm_spike(self.conv[0](y), self.conv[1], self.sn, s.shape[0])  # LIF(BN(conv))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.run(s)
+
+
+class SpikingTokenizer(nn.Module):
+    """conv3x3 -> BN, then 4 x [LIF -> (max-pool) -> conv3x3 -> BN]: ``[B, C, H, W]`` (repeated
+    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]``."""
+
+    def __init__(self, in_channels: int, D: int, nf: NeuronFactory, lean: bool = True) -> None:
+        super().__init__()
+        if D % 8:
+            raise ValueError(f"embedding width D must be divisible by 8, got {D}")
+        chans = [D // 8, D // 4, D // 2, D, D]
+        self.stem = StaticStem(in_channels, chans[0])
+        self.sn0 = nf()
+        self.stages = nn.ModuleList(
+            _TokenizerStage(chans[i], chans[i + 1], pool=i >= 2, neuron=nf() if i < 3 else None,
+                            lean=lean)
+            for i in range(4)
+        )
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        s = self.sn0(self.stem(x, T))  # [T, B, D/8, H, W] spikes
+        for stage in self.stages:
+            s = stage(s)
+        return s  # [T, B, D, H/4, W/4]
+
+
+class SpikingSelfAttention(nn.Module):
+    """Spiking self-attention F on ``[T, B, D, h, w]`` (see the module docstring)."""
+
+    def __init__(
+        self, D: int, heads: int, nf: NeuronFactory, attn_nf: NeuronFactory, lean: bool = True,
+        scale: float = 0.125,
+    ) -> None:
+        super().__init__()
+        if D % heads:
+            raise ValueError(f"D = {D} is not divisible by heads = {heads}")
+        self.D, self.heads, self.scale, self.lean = D, heads, float(scale), lean
+        self.sn = nf()
+        self.q = conv_bn(D, D, 1, lean=lean)
+        self.k = conv_bn(D, D, 1, lean=lean)
+        self.v = conv_bn(D, D, 1, lean=lean)
+        self.q_sn, self.k_sn, self.v_sn = nf(), nf(), nf()
+        self.attn_sn = attn_nf()
+        self.proj = conv_bn(D, D, 1, spike_input=True, bias=True, lean=lean)
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        T, B, D, h, w = z.shape
+        # [T, B, D, h, w] -> [T, B, heads, d, N] -> [T, B, heads, N, d]
+        return z.reshape(T, B, self.heads, D // self.heads, h * w).transpose(-2, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = fold(self.sn(x))  # [T*B, D, h, w]
+        T = x.shape[0]
+        q = self._heads(norm_spike(self.q[0](s), self.q[1], self.q_sn, T))  # LIF(BN(W_q s))
+        k = self._heads(norm_spike(self.k[0](s), self.k[1], self.k_sn, T))
+        v = self._heads(norm_spike(self.v[0](s), self.v[1], self.v_sn, T))
+        attend = spike_attention if self.lean else plain_spike_attention
+        a = attend(q, k, v, self.scale)  # [T, B, heads, N, d]
+        a = a.transpose(-2, -1).reshape(x.shape)  # [T, B, D, h, w]
+        return _seq(self.proj, self.attn_sn(a))
+
+
+class SpikingMLP(nn.Module):
+    """Spiking MLP G: LIF -> conv1x1 (D -> hD) -> BN -> LIF -> conv1x1 (hD -> D) -> BN."""
+
+    def __init__(self, D: int, nf: NeuronFactory, ratio: int = 4, lean: bool = True) -> None:
+        super().__init__()
+        hidden = int(D * ratio)
+        self.sn1 = nf()
+        self.fc1 = conv_bn(D, hidden, 1, bias=True, lean=lean)
+        self.sn2 = nf()
+        self.fc2 = conv_bn(hidden, D, 1, bias=True, lean=lean)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = norm_spike(self.fc1[0](fold(self.sn1(x))), self.fc1[1], self.sn2, x.shape[0])
+        return _seq(self.fc2, h)  # [T, B, D, h, w]
+
+
+class TokenHead(nn.Module):
+    """Mean over tokens -> mean over T -> Linear: ``[T, B, c, h, w] -> [B, classes]``."""
+
+    def __init__(self, c: int, num_classes: int) -> None:
+        super().__init__()
+        self.c = int(c)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(3, 4)).mean(0))  # [T, B, c] -> [B, c] -> [B, K]
+
+    def reset(self, num_classes: int) -> None:
+        p = self.fc.weight
+        self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
+
+
+class RevSFormer(SpikingModel):
+    """Reversible spiking transformer RevSFormer-L-D.
+
+    Args:
+        depth: L, the number of reversible blocks.
+        embed_dim: D, the width of one half-stream.
+        num_heads: attention heads; mlp_ratio: MLP hidden ratio.
+        num_classes, T, in_channels, memory_mode: as for every model.
+        tau: LIF time constant; attn_v_threshold: threshold of the attention-output LIF.
+        lean: memory-lean primitives (same values and gradients).
+    """
+
+    def __init__(
+        self,
+        depth: int = 4,
+        embed_dim: int = 384,
+        num_heads: int = 12,
+        mlp_ratio: int = 4,
+        num_classes: int = 10,
+        T: int = 4,
+        in_channels: int = 3,
+        memory_mode: Union[str, MemoryMode] = "reversible",
+        tau: float = 2.0,
+        attn_v_threshold: float = 0.5,
+        lean: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(depth) < 1:
+            raise ValueError(f"depth (number of blocks) must be >= 1, got {depth}")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
+        self.depth, self.embed_dim = int(depth), int(embed_dim)
+        D = self.embed_dim
+        nf = neuron_factory("lif", tau=tau, lean=lean)
+        attn_nf = neuron_factory("lif", tau=tau, v_threshold=attn_v_threshold, lean=lean)
+        self.tokenizer = SpikingTokenizer(in_channels, D, nf, lean)
+        self.blocks = ReversibleSequence(
+            [
+                RevCoupling(
+                    SpikingSelfAttention(D, num_heads, nf, attn_nf, lean),
+                    SpikingMLP(D, nf, mlp_ratio, lean),
+                )
+                for _ in range(self.depth)
+            ]
+        )
+        self.head = TokenHead(2 * D, num_classes)
+        init_weights(self)
+        self.set_memory_mode(memory_mode)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
+        e = self.tokenizer(x, self.T)  # [T, B, D, h, w]
+        return self.blocks(torch.cat([e, e], dim=2))  # [T, B, 2D, h, w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.head.reset(num_classes)
+
+    def extra_repr(self) -> str:
+        return f"L={self.depth}, D={self.embed_dim}, T={self.T}"
+
+
+@register_model
+def revsformer_2_384(**kwargs) -> RevSFormer:
+    """RevSFormer-2-384 (12 heads): 5,766,586 parameters with 10 classes."""
+    return RevSFormer(depth=2, embed_dim=384, num_heads=12, **kwargs)
+
+
+@register_model
+def revsformer_4_384(**kwargs) -> RevSFormer:
+    """RevSFormer-4-384 (12 heads): 9,323,962 parameters with 10 classes."""
+    return RevSFormer(depth=4, embed_dim=384, num_heads=12, **kwargs)
+
+
+@register_model
+def revsformer_2_256(**kwargs) -> RevSFormer:
+    """RevSFormer-2-256 for event frames ``[T, B, 2, H, W]``: 16 heads, 11 classes, T = 10,
+    LIF tau = 1.5; 2,569,739 parameters."""
+    kw = dict(in_channels=2, T=10, num_classes=11, tau=1.5)
+    kw.update(kwargs)
+    return RevSFormer(depth=2, embed_dim=256, num_heads=16, **kw)
+
+
+@register_model
+def revsformer_test(**kwargs) -> RevSFormer:
+    """Tiny RevSFormer for tests: L = 2, D = 16, 2 heads, T = 2."""
+    kw = dict(T=2)
+    kw.update(kwargs)
+    return RevSFormer(depth=2, embed_dim=16, num_heads=2, **kw)

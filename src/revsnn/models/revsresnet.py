@@ -1,0 +1,167 @@
+"""RevSResNet (Zhang & Zhang, AAAI 2024): reversible spiking ResNets.
+
+Static images (direct encoding)::
+
+    x [B, 3, H, W] -> conv3x3 s1 + BN -> repeat T -> [T, B, 2 w_1, H, W]
+    -> RevSeq_1 -> DS_1 -> RevSeq_2 -> DS_2 -> ... -> RevSeq_K
+    -> IF -> global average pool -> FC(2 w_K -> classes) -> mean over T -> [B, classes]
+
+Each RevSeq_k holds n_k :class:`~revsnn.reversible.RevCoupling` blocks on halves of width w_k,
+``y1 = x1 + F(x2), y2 = x2 + G(y1)`` with F = G = IF -> conv3x3 -> BN -> IF -> conv3x3 -> BN.
+DS_k = IF -> AvgPool 3x3 s2 -> conv1x1 (2 w_k -> 2 w_{k+1}) -> BN on the whole stream.
+Depth N = 1 (stem) + 4 sum(n_k) + (K - 1) (DS) + 1 (FC); with four stages N = 5 + 4 sum(n_k).
+
+Memory (beyond the published code): with ``lean=True`` (default) the neurons save only their
+input and the convolutions after a neuron save their spikes as ``bool``; in the
+``"checkpoint"``/``"reversible"`` modes the stem and every DS layer keep only their input and
+recompute themselves in backward. A DS layer's input is the output of the reversible sequence
+before it, which that sequence keeps anyway, so in ``"reversible"`` mode the whole network holds
+little more than the K stage outputs between forward and backward.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
+from .base import SpikingModel, check_input
+from .common import (
+    ConvBranch,
+    Downsample,
+    EventStem,
+    SpikingHead,
+    StaticStem,
+    init_weights,
+    neuron_factory,
+)
+from .registry import register_model
+
+__all__ = ["RevSResNet", "revs_resnet"]
+
+
+class RevSResNet(SpikingModel):
+    """Reversible spiking ResNet with any per-stage block counts.
+
+    Args:
+        blocks: blocks per stage (n_1, ..., n_K), each >= 1.
+        widths: half-stream width per stage (w_1, ..., w_K); the stem outputs 2 w_1 channels.
+        num_classes, T, in_channels: classes, time steps, input channels.
+        memory_mode: "none" | "checkpoint" | "reversible".
+        neuron: "if" (ATan alpha=2, static images) or "lif" (Sigmoid alpha=4, tau).
+        tau: LIF time constant (ignored for IF).
+        stem: "static" (conv3x3 s1 + BN) or "event" (conv3x3 s2 + BN + AvgPool 3x3 s2).
+        lean: memory-lean neurons and spike convolutions (same values and gradients).
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (1, 1, 1, 1),
+        widths: Sequence[int] = (64, 128, 256, 448),
+        num_classes: int = 10,
+        T: int = 4,
+        in_channels: int = 3,
+        memory_mode: Union[str, MemoryMode] = "reversible",
+        neuron: str = "if",
+        tau: float = 2.0,
+        stem: str = "static",
+        lean: bool = True,
+    ) -> None:
+        super().__init__()
+        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(
+                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
+            )
+        if min(blocks) < 1 or min(widths) < 1:
+            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
+        self.blocks, self.widths = tuple(blocks), tuple(widths)
+        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
+        nf = neuron_factory(neuron, tau=tau, lean=lean)
+        chans = [2 * w for w in widths]
+        if stem == "static":
+            self.stem = StaticStem(in_channels, chans[0])
+        elif stem == "event":
+            self.stem = EventStem(in_channels, chans[0])
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
+        self.stages = nn.ModuleList(
+            ReversibleSequence(
+                [RevCoupling(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)) for _ in range(n)]
+            )
+            for n, w in zip(blocks, widths)
+        )
+        self.downsamples = nn.ModuleList(
+            Downsample(chans[k], chans[k + 1], nf, lean=lean) for k in range(len(chans) - 1)
+        )
+        self.head = SpikingHead(chans[-1], num_classes, nf)
+        init_weights(self)
+        self.set_memory_mode(memory_mode)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
+        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
+        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
+        for k, stage in enumerate(self.stages):
+            if k > 0:
+                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
+            z = stage(z)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))  # [B, num_classes]
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.head.reset(num_classes)
+
+    def extra_repr(self) -> str:
+        return f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}"
+
+
+def revs_resnet(blocks: Sequence[int], **kwargs) -> RevSResNet:
+    """RevSResNet with any per-stage block counts (static-image widths 64/128/256/448)."""
+    return RevSResNet(blocks=blocks, **kwargs)
+
+
+@register_model
+def revs_resnet21(**kwargs) -> RevSResNet:
+    """RevSResNet21: n = (1, 1, 1, 1); 11,048,420 parameters with 100 classes."""
+    return RevSResNet(blocks=(1, 1, 1, 1), **kwargs)
+
+
+@register_model
+def revs_resnet37(**kwargs) -> RevSResNet:
+    """RevSResNet37: n = (1, 2, 3, 2); 23,590,884 parameters with 100 classes."""
+    return RevSResNet(blocks=(1, 2, 3, 2), **kwargs)
+
+
+@register_model
+def revs_resnet109(**kwargs) -> RevSResNet:
+    """RevSResNet109: n = (2, 4, 16, 4); 70,075,876 parameters with 100 classes."""
+    return RevSResNet(blocks=(2, 4, 16, 4), **kwargs)
+
+
+@register_model
+def revs_resnet24(**kwargs) -> RevSResNet:
+    """RevSResNet24 for event frames ``[T, B, 2, H, W]``: conv3x3 s2 + BN + AvgPool stem,
+    halves 16/32/48, n = (1, 2, 2), LIF tau = 1.5 (Sigmoid alpha = 4); T = 10 by default."""
+    kw = dict(in_channels=2, T=10, neuron="lif", tau=1.5, stem="event")
+    kw.update(kwargs)
+    return RevSResNet(blocks=(1, 2, 2), widths=(16, 32, 48), **kw)
+
+
+@register_model
+def revs_resnet_test(**kwargs) -> RevSResNet:
+    """Tiny RevSResNet for tests: halves 4/8, n = (1, 2), T = 2."""
+    kw = dict(T=2)
+    kw.update(kwargs)
+    return RevSResNet(blocks=(1, 2), widths=(4, 8), **kw)

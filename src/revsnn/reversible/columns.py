@@ -1,0 +1,601 @@
+"""Temporal-reversible columns (T-RevSNN, Hu et al., ICML 2024): reversible in time.
+
+T columns (time steps) of L levels. With ``c_k^0 = 0`` and ``c_{-1}^t = s^t`` (the stem output,
+shared by all columns, or one input per column)::
+
+    c_k^t = L_k^t(c_{k-1}^t, c_{k+1}^{t-1}) + alpha_k^t * c_k^{t-1}        k = 0..L-1
+                                  (no c_{k+1}^{t-1} argument for k = L-1 or t = 1)
+
+and the inverse, top level down (``c_{k+1}^{t-1}`` is rebuilt before level k needs it)::
+
+    c_k^{t-1} = (c_k^t - L_k^t(c_{k-1}^t, c_{k+1}^{t-1})) / alpha_k^t
+
+Memory modes (the same modules and parameters in all three):
+
+- ``NONE``: plain autograd over the column loop (the oracle).
+- ``CHECKPOINT``: ``torch.utils.checkpoint`` per column (keeps every column's input states);
+  the recomputation does not update BatchNorm statistics a second time.
+- ``REVERSIBLE``: a :class:`torch.autograd.Function` that keeps (``save_for_backward``) only
+  the inputs ``s`` and the *last* column's states. Its backward walks the columns last to
+  first; in each column it recomputes every level once with grad (top level down), rebuilds
+  the previous column's states by the inverse from the recomputed level outputs, and
+  back-propagates through that level. Training memory is one column's states plus one level's
+  activations, independent of T. Parameter gradients are returned from ``backward`` (shared
+  modules used by several columns accumulate), so hooks and DDP see them as usual.
+
+Guarding ``1 / alpha``. Before every forward each ``|alpha|`` is kept >= ``alpha_floor``
+(sign kept; in place only when a value is below the floor). Rebuilding divides the error of
+column t by ``alpha``; the error of every rebuilt column is bounded during the forward from
+the *measured* one-step error ``delta_k^t = max|(c_k^t - L_k^t) / alpha_k^t - c_k^{t-1}|``
+(the very arithmetic of the backward, on exact states) and the chain from the nearest exact
+column above (``u`` = unit roundoff)::
+
+    E_k^{j-1} <= delta_k^j + (1 + u) E_k^j / min|alpha_k^j| + 4 u max|c_k^{j-1}|
+
+(``E_k^{j-1} = delta_k^j`` when column j is exact: the backward repeats the measured step).
+
+This bound assumes each level reads its state inputs through the thresholds only (a spiking
+level sees ``S(c)``, so an input error that moves no value across a threshold leaves the
+recomputed level output bit-identical). Policy, decided online in the forward (O(1) states):
+
+- when a rebuilt column's bound would exceed ``tolerance * max|c_k|`` (default ``1e3 * eps``
+  of the stream dtype, as :func:`revsnn.reversible.check.check_invertible`), the previous
+  column's states are **stored** (exact) instead of rebuilt; ``store_every=k`` also stores
+  every k-th column;
+- with ``thresholds`` (the model's spike thresholds, e.g. 0, 0.5, 1 for the stateless spike:
+  its firing threshold and the edges of its gradient window), the few elements of a column
+  lying within ``tolerance * max|c_k|`` of a threshold are stored sparsely (index, value) and
+  written back after the rebuild, so a rebuilt value can never cross a threshold: spikes and
+  surrogate masks of the recomputation equal the forward's.
+
+:meth:`TemporalColumns.memory_summary` reports what the last forward stored and the estimated
+errors; :meth:`TemporalColumns.reconstruction_error` measures the true rebuild error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
+
+from .mode import MemoryMode
+from .state import RecomputeState, frozen_norm_stats
+
+__all__ = ["TemporalColumns", "ColumnReport"]
+
+Readout = Callable[[int, torch.Tensor], torch.Tensor]
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+@dataclass
+class ColumnReport:
+    """What the last REVERSIBLE training forward kept and how large its rebuild error may be."""
+
+    stored_columns: List[int] = field(default_factory=list)  # 1-based, besides the last
+    stored_reasons: List[str] = field(default_factory=list)  # "error" | "every"
+    stored_bytes: int = 0
+    fixup_elements: int = 0
+    fixup_bytes: int = 0
+    est_max_rel_error: float = 0.0  # max over rebuilt columns of E_k / max|c_k|
+    one_step_rel_error: float = 0.0  # max measured delta_k / max|c_k|
+    alpha_min_abs: float = float("nan")
+    tolerance: float = float("nan")
+    batch: int = 0
+
+
+def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _unique_params(module: nn.Module) -> List[nn.Parameter]:
+    seen, out = set(), []
+    for p in module.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+class TemporalColumns(nn.Module):
+    """The column recurrence over T columns and L levels with three memory modes.
+
+    Args:
+        levels: ``levels[t][k]`` is ``L_k^t``, called as ``level(lower, upper)`` with
+            ``upper=None`` at the top level and in the first column. A module may be shared
+            by several levels (e.g. a shared sub-block); its gradients accumulate.
+        channels: ``C_k``; ``alpha_k^t`` has shape ``[1, C_k, 1, 1]`` (states are
+            ``[B, C_k, H_k, W_k]``), initialised to ``alpha_init``.
+        memory_mode: "none" | "checkpoint" | "reversible" (default).
+        alpha_floor: ``|alpha|`` is kept >= this value (sign kept) before every forward.
+        tolerance: relative bound on the rebuild error of a column before it is stored
+            instead (``None``: ``1e3 * eps`` of the stream dtype; ``math.inf``: never store,
+            no fix-ups -- pure rebuild, for measurements).
+        store_every: also store every k-th column (0: never).
+        thresholds: input thresholds of the levels' spike functions (see module docstring).
+        readout: parameter-free ``readout(t, c_top^t)`` applied to each column's top state;
+            the engine returns ``[readout(t, c_{L-1}^t) for t]`` (identity by default).
+        preserve_rng_state: capture and replay RNG state for the recomputation (dropout).
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[Sequence[nn.Module]],
+        channels: Sequence[int],
+        memory_mode: Union[str, MemoryMode] = MemoryMode.REVERSIBLE,
+        alpha_init: float = 0.5,
+        alpha_floor: float = 1e-3,
+        tolerance: Optional[float] = None,
+        store_every: int = 0,
+        thresholds: Sequence[float] = (),
+        readout: Optional[Readout] = None,
+        preserve_rng_state: bool = True,
+    ) -> None:
+        super().__init__()
+        levels = [list(col) for col in levels]
+        channels = [int(c) for c in channels]
+        if not levels:
+            raise ValueError("TemporalColumns needs at least one column (T >= 1)")
+        if any(len(col) != len(channels) for col in levels):
+            raise ValueError(
+                f"every column needs one level per channel count ({len(channels)} levels), got "
+                f"{[len(col) for col in levels]}"
+            )
+        if not alpha_floor > 0:
+            raise ValueError(f"alpha_floor must be positive, got {alpha_floor}")
+        if abs(alpha_init) < alpha_floor:
+            raise ValueError(f"|alpha_init| must be >= alpha_floor={alpha_floor}, got {alpha_init}")
+        if tolerance is not None and not tolerance > 0:
+            raise ValueError(
+                f"tolerance must be positive (or None for the default), got {tolerance}"
+            )
+        if int(store_every) < 0:
+            raise ValueError(f"store_every must be >= 0, got {store_every}")
+        self.levels = nn.ModuleList(nn.ModuleList(col) for col in levels)
+        self.alpha = nn.ModuleList(
+            nn.ParameterList(
+                nn.Parameter(torch.full((1, c, 1, 1), float(alpha_init))) for c in channels
+            )
+            for _ in levels
+        )
+        self.channels = channels
+        self.memory_mode = memory_mode
+        self.alpha_floor = float(alpha_floor)
+        self.tolerance = tolerance
+        self.store_every = int(store_every)
+        self.thresholds = tuple(float(v) for v in thresholds)
+        self.readout = readout
+        self.preserve_rng_state = bool(preserve_rng_state)
+        self.recompute_count = 0  # levels recomputed by reversible backward (for checks)
+        self.last_report = ColumnReport()
+
+    # ------------------------------------------------------------------------- basics
+    @property
+    def T(self) -> int:
+        return len(self.levels)
+
+    @property
+    def L(self) -> int:
+        return len(self.channels)
+
+    @property
+    def memory_mode(self) -> MemoryMode:
+        return self._memory_mode
+
+    @memory_mode.setter
+    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
+        self._memory_mode = MemoryMode.parse(mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"T={self.T}, L={self.L}, channels={self.channels}, "
+            f"memory_mode={self.memory_mode.value}, "
+            f"alpha_floor={self.alpha_floor}, store_every={self.store_every}"
+        )
+
+    def _alphas(self) -> List[nn.Parameter]:
+        return [a for col in self.alpha for a in col]
+
+    @torch.no_grad()
+    def clamp_alpha_(self) -> float:
+        """Keep ``|alpha| >= alpha_floor`` (sign kept, 0 -> +floor); return ``min |alpha|``.
+
+        Parameters are written in place only when a value is below the floor, so graphs of
+        earlier forwards that saved ``alpha`` stay valid in the usual case.
+        """
+        alphas = self._alphas()
+        low = float(torch.stack([a.detach().abs().min() for a in alphas]).min())
+        if low < self.alpha_floor:
+            for a in alphas:
+                sign = torch.where(a < 0, -1.0, 1.0).to(a.dtype)
+                a.copy_(torch.where(a.abs() < self.alpha_floor, sign * self.alpha_floor, a))
+            low = float(torch.stack([a.abs().min() for a in alphas]).min())
+        return low
+
+    def _tol(self, dtype: torch.dtype) -> float:
+        return 1e3 * torch.finfo(dtype).eps if self.tolerance is None else float(self.tolerance)
+
+    def _inputs(self, s: Inputs) -> List[torch.Tensor]:
+        if isinstance(s, torch.Tensor):
+            return [s]
+        s = list(s)
+        if len(s) != self.T or not all(isinstance(x, torch.Tensor) for x in s):
+            raise ValueError(
+                f"TemporalColumns expects one shared input tensor or a sequence of T={self.T} "
+                f"per-column tensors, got {len(s)} items"
+            )
+        return s
+
+    def _readout(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
+        return c_top if self.readout is None else self.readout(t, c_top)
+
+    # ------------------------------------------------------------------------- one column
+    def _column(
+        self,
+        t: int,
+        s_t: torch.Tensor,
+        c_prev: Optional[Sequence[torch.Tensor]],
+        states: Optional[List[RecomputeState]] = None,
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L."""
+        dtype = self.alpha[t][0].dtype
+        c: List[torch.Tensor] = []
+        outs: List[torch.Tensor] = []
+        for k in range(self.L):
+            lower = s_t if k == 0 else c[k - 1]
+            upper = c_prev[k + 1] if (c_prev is not None and k < self.L - 1) else None
+            if states is not None:
+                states.append(RecomputeState.capture(lower, rng=self.preserve_rng_state))
+            out = self.levels[t][k](lower, upper).to(dtype)
+            prev = c_prev[k] if c_prev is not None else torch.zeros_like(out)
+            c.append(out + self.alpha[t][k] * prev)
+            outs.append(out)
+        return c, outs
+
+    # ------------------------------------------------------------------------- forward
+    def forward(self, s: Inputs) -> List[torch.Tensor]:
+        """Run the T columns; return ``[readout(t, c_{L-1}^t) for t in 0..T-1]``."""
+        s_list = self._inputs(s)
+        self.clamp_alpha_()
+        params = _unique_params(self)  # every level's parameters (shared ones once) and alpha
+        grad = torch.is_grad_enabled() and (
+            bool(params) or any(x.requires_grad for x in s_list)
+        )
+        mode = self.memory_mode
+        if mode is MemoryMode.REVERSIBLE and grad:
+            return list(_ColumnFunction.apply(self, len(s_list), *s_list, *params))
+        outputs, c_prev = [], None
+        for t in range(self.T):
+            s_t = s_list[t if len(s_list) > 1 else 0]
+            if mode is MemoryMode.CHECKPOINT and grad:
+                fn = _CheckpointedColumn(self, t)
+                c = list(checkpoint(fn, s_t, *(c_prev or ()), use_reentrant=False,
+                                    preserve_rng_state=self.preserve_rng_state))
+            else:
+                c, _ = self._column(t, s_t, c_prev)
+            outputs.append(self._readout(t, c[-1]))
+            c_prev = c
+        return outputs
+
+    @torch.no_grad()
+    def _reversible_forward(self, s_list: List[torch.Tensor]) -> Dict[str, Any]:
+        """Forward without a graph, deciding online which columns to store (see docstring)."""
+        T, L = self.T, self.L
+        dtype = self.alpha[0][0].dtype
+        u = torch.finfo(dtype).eps / 2
+        tol = self._tol(dtype)
+        fix = bool(self.thresholds) and math.isfinite(tol)
+        report = ColumnReport(tolerance=tol, batch=int(s_list[0].shape[0]))
+        states: List[List[RecomputeState]] = []
+        stored: Dict[int, List[torch.Tensor]] = {}
+        fixups: Dict[Tuple[int, int], Tuple[torch.Tensor, torch.Tensor]] = {}
+        maxabs: List[List[float]] = []
+        delta: List[List[float]] = [[0.0] * L]
+        amin: List[List[float]] = [[1.0] * L]
+        est: List[List[float]] = []  # committed error bounds E_k^j (0 for exact columns)
+        anchor = -1  # last exact column (-1: c^0 = 0)
+        outputs, c_prev = [], None
+        for t in range(T):
+            st: List[RecomputeState] = []
+            c, outs = self._column(t, s_list[t if len(s_list) > 1 else 0], c_prev, st)
+            states.append(st)
+            outputs.append(self._readout(t, c[-1]))
+            rows = [torch.stack([x.abs().max() for x in c])]
+            if t > 0:
+                rows.append(torch.stack([
+                    ((c[k] - outs[k]) / self.alpha[t][k] - c_prev[k]).abs().max() for k in range(L)
+                ]))
+                rows.append(torch.stack([a.abs().min() for a in self.alpha[t]]))
+            vals = torch.stack(rows).tolist()
+            maxabs.append(vals[0])
+            est.append([0.0] * L)
+            if t > 0:
+                delta.append(vals[1])
+                amin.append(vals[2])
+                report.one_step_rel_error = max(
+                    report.one_step_rel_error,
+                    max(d / m if m > 0 else (0.0 if d == 0 else math.inf)
+                        for d, m in zip(vals[1], maxabs[t - 1])),
+                )
+            if t > 0 and t - 1 > anchor:
+                chain = self._chain(t, anchor, maxabs, delta, amin, u)
+                ok = all(
+                    E <= tol * m for j in range(anchor + 1, t) for E, m in zip(chain[j], maxabs[j])
+                )
+                every = self.store_every > 0 and t % self.store_every == 0
+                if ok and not every:
+                    for j in range(anchor + 1, t):
+                        est[j] = chain[j]
+                else:
+                    stored[t - 1] = list(c_prev)
+                    report.stored_columns.append(t)  # 1-based column number of t - 1
+                    report.stored_reasons.append("error" if not ok else "every")
+                    est[t - 1] = [0.0] * L
+                    for k in range(L):
+                        fixups.pop((t - 1, k), None)
+                    anchor = t - 1
+            if fix and t < T - 1:
+                for k in range(L):
+                    idx, v = self._fixup(c[k], tol * maxabs[t][k])
+                    if idx is not None:
+                        fixups[(t, k)] = (idx, v)
+            c_prev = c
+        for j in range(T):
+            for E, m in zip(est[j], maxabs[j]):
+                if E > 0:
+                    rel = E / m if m > 0 else math.inf
+                    report.est_max_rel_error = max(report.est_max_rel_error, rel)
+        report.stored_bytes = sum(x.nbytes for cs in stored.values() for x in cs)
+        report.fixup_elements = sum(int(i.numel()) for i, _ in fixups.values())
+        report.fixup_bytes = sum(i.nbytes + v.nbytes for i, v in fixups.values())
+        report.alpha_min_abs = min(min(a) for a in amin[1:]) if T > 1 else float("nan")
+        self.last_report = report
+        return {"outputs": outputs, "c_last": c_prev, "states": states, "stored": stored,
+                "fixups": fixups}
+
+    @staticmethod
+    def _chain(top, anchor, maxabs, delta, amin, u) -> Dict[int, List[float]]:
+        """Error bounds E_k^j of columns anchor < j < top rebuilt from the exact column top."""
+        chain: Dict[int, List[float]] = {}
+        E = list(delta[top])  # from the exact column: the backward repeats the measured step
+        for j in range(top - 1, anchor, -1):
+            if j < top - 1:
+                E = [
+                    delta[j + 1][k] + (1 + u) * E[k] / amin[j + 1][k] + 4 * u * maxabs[j][k]
+                    for k in range(len(E))
+                ]
+            chain[j] = E
+        return chain
+
+    def _fixup(self, c: torch.Tensor, radius: float):
+        """Indices and exact values of the elements of ``c`` within ``radius`` of a threshold."""
+        flat = c.reshape(-1)
+        near = torch.zeros_like(flat, dtype=torch.bool)
+        for v in self.thresholds:
+            near |= (flat - v).abs() <= radius
+        idx = near.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return None, None
+        if flat.numel() < 2**31:
+            idx = idx.to(torch.int32)
+        return idx, flat[idx]
+
+    # ------------------------------------------------------------------------- reports
+    def memory_summary(self) -> Dict[str, Any]:
+        """What the last REVERSIBLE training forward kept, and its rebuild-error bounds."""
+        r = self.last_report
+        return {
+            "memory_mode": self.memory_mode.value,
+            "T": self.T,
+            "levels": self.L,
+            "kept": "inputs s + last column's states" if self.memory_mode is MemoryMode.REVERSIBLE
+            else ("every column's input states" if self.memory_mode is MemoryMode.CHECKPOINT
+                  else "every activation (plain autograd)"),
+            "stored_columns": list(r.stored_columns),
+            "stored_reasons": list(r.stored_reasons),
+            "stored_bytes_per_image": r.stored_bytes / max(r.batch, 1),
+            "fixup_elements": r.fixup_elements,
+            "fixup_bytes_per_image": r.fixup_bytes / max(r.batch, 1),
+            "est_max_rel_error": r.est_max_rel_error,
+            "one_step_rel_error": r.one_step_rel_error,
+            "tolerance": r.tolerance,
+            "alpha_floor": self.alpha_floor,
+            "alpha_min_abs": r.alpha_min_abs,
+            "store_every": self.store_every,
+            "recompute_count": self.recompute_count,
+        }
+
+    @torch.no_grad()
+    def reconstruction_error(self, s: Inputs) -> Dict[str, Any]:
+        """Measure the pure rebuild (no stored columns, no fix-ups) against the true states.
+
+        Runs the columns keeping every state (a measurement, not training: memory O(T)),
+        rebuilds every column from the last by the inverse alone, and returns
+        ``max_rel_error`` (max over columns and levels of ``max|c_hat - c| / max|c|``),
+        ``per_column`` (that error per column and level, column 1 first), ``flips`` (elements
+        on a different side of a threshold than the true state) and ``estimate`` (the bound
+        used by the storing policy, for the same chain). BatchNorm statistics are untouched.
+        """
+        s_list = self._inputs(s)
+        self.clamp_alpha_()
+        T, L = self.T, self.L
+        with frozen_norm_stats(self):
+            truth, level_out, states, c_prev = [], [], [], None
+            for t in range(T):
+                st: List[RecomputeState] = []
+                c_prev, outs = self._column(t, s_list[t if len(s_list) > 1 else 0], c_prev, st)
+                truth.append(c_prev)
+                level_out.append(outs)
+                states.append(st)
+            rebuilt: List[Optional[List[torch.Tensor]]] = [None] * T
+            rebuilt[T - 1] = truth[T - 1]
+            for t in range(T - 1, 0, -1):
+                c_t, c_p = rebuilt[t], [None] * L
+                for k in reversed(range(L)):
+                    lower = s_list[t if len(s_list) > 1 else 0] if k == 0 else c_t[k - 1]
+                    upper = c_p[k + 1] if k < L - 1 else None
+                    with states[t][k].replay():
+                        out = self.levels[t][k](lower, upper).to(c_t[k].dtype)
+                    c_p[k] = (c_t[k] - out) / self.alpha[t][k]
+                rebuilt[t - 1] = c_p
+        dtype = self.alpha[0][0].dtype
+        u = torch.finfo(dtype).eps / 2
+        per_col, flips, maxabs, delta, amin = [], 0, [], [[0.0] * L], [[1.0] * L]
+        for t in range(T):
+            errs = []
+            for k in range(L):
+                m = float(truth[t][k].abs().max())
+                e = float((rebuilt[t][k] - truth[t][k]).abs().max())
+                errs.append(e / m if m > 0 else e)
+                for v in self.thresholds:
+                    flips += int(((rebuilt[t][k] >= v) != (truth[t][k] >= v)).sum())
+            per_col.append(errs)
+            maxabs.append([float(x.abs().max()) for x in truth[t]])
+            if t > 0:
+                delta.append([
+                    float(((truth[t][k] - level_out[t][k]) / self.alpha[t][k]
+                           - truth[t - 1][k]).abs().max())
+                    for k in range(L)
+                ])
+                amin.append([float(a.abs().min()) for a in self.alpha[t]])
+        chain = self._chain(T - 1, -1, maxabs, delta, amin, u) if T > 1 else {}
+        estimate = max(
+            (E / m if m > 0 else 0.0 for j, Es in chain.items() for E, m in zip(Es, maxabs[j])),
+            default=0.0,
+        )
+        return {"max_rel_error": max(max(e) for e in per_col), "per_column": per_col,
+                "flips": flips, "estimate": estimate}
+
+
+class _CheckpointedColumn:
+    """One column for ``torch.utils.checkpoint``; its recomputation keeps BN statistics."""
+
+    def __init__(self, engine: TemporalColumns, t: int) -> None:
+        self.engine = engine
+        self.t = t
+        self.calls = 0
+
+    def __call__(self, s_t: torch.Tensor, *c_prev: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self.calls += 1
+        frozen = (frozen_norm_stats(*self.engine.levels[self.t]) if self.calls > 1
+                  else contextlib.nullcontext())
+        with frozen:
+            c, _ = self.engine._column(self.t, s_t, list(c_prev) if c_prev else None)
+        return tuple(c)
+
+
+class _ColumnFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, engine: TemporalColumns, n_s: int, *inputs: torch.Tensor):
+        s_list, params = list(inputs[:n_s]), inputs[n_s:]
+        res = engine._reversible_forward(s_list)
+        stored_cols = sorted(res["stored"])
+        fix_keys = sorted(res["fixups"])
+        tensors = list(s_list) + list(res["c_last"])
+        for j in stored_cols:
+            tensors += res["stored"][j]
+        for key in fix_keys:
+            tensors += list(res["fixups"][key])
+        ctx.save_for_backward(*tensors)
+        ctx.engine, ctx.n_s, ctx.params = engine, n_s, params
+        ctx.states, ctx.stored_cols, ctx.fix_keys = res["states"], stored_cols, fix_keys
+        ctx.set_materialize_grads(False)
+        return tuple(res["outputs"])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *g_out: Optional[torch.Tensor]):
+        eng: TemporalColumns = ctx.engine
+        T, L, n_s = eng.T, eng.L, ctx.n_s
+        try:
+            saved = list(ctx.saved_tensors)
+        except RuntimeError as err:
+            raise RuntimeError(
+                "backward through TemporalColumns a second time: its saved states were freed by "
+                "the first backward; pass retain_graph=True to the first backward"
+            ) from err
+        s_list, saved = saved[:n_s], saved[n_s:]
+        c_t, saved = saved[:L], saved[L:]
+        stored = {}
+        for j in ctx.stored_cols:
+            stored[j], saved = saved[:L], saved[L:]
+        fixups = {key: (saved[2 * i], saved[2 * i + 1]) for i, key in enumerate(ctx.fix_keys)}
+        s_grad = [ctx.needs_input_grad[2 + i] for i in range(n_s)]
+        index = {id(p): i for i, p in enumerate(ctx.params)}
+        grads: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
+        ds: List[Optional[torch.Tensor]] = [None] * n_s
+        dc: List[Optional[torch.Tensor]] = [None] * L
+
+        def accumulate(p: torch.Tensor, g: Optional[torch.Tensor]) -> None:
+            i = index.get(id(p))
+            if i is not None and g is not None:
+                grads[i] = _add(grads[i], g)
+
+        for t in reversed(range(T)):
+            si = t if n_s > 1 else 0
+            if g_out[t] is not None:  # the readout of this column's top state
+                top = c_t[L - 1].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    r = eng._readout(t, top)
+                if r.requires_grad:
+                    dc[L - 1] = _add(dc[L - 1], torch.autograd.grad(r, top, g_out[t])[0])
+            c_p: List[Optional[torch.Tensor]] = (
+                list(stored[t - 1]) if t - 1 in stored else [None] * L
+            )
+            dc_p: List[Optional[torch.Tensor]] = [None] * L
+            for k in reversed(range(L)):
+                level, alpha = eng.levels[t][k], eng.alpha[t][k]
+                need_lower = k > 0 or s_grad[si]
+                lower = (s_list[si] if k == 0 else c_t[k - 1]).detach().requires_grad_(need_lower)
+                upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
+                if upper is not None:
+                    upper = upper.detach().requires_grad_(True)
+                # Parameters enter the recomputation as detached aliases: gradients are taken
+                # with respect to the aliases, so hooks on the real parameters fire once, on the
+                # total returned below, never on per-level partial sums.
+                named = [(n, p) for n, p in level.named_parameters() if p.requires_grad]
+                alias = {n: p.detach().requires_grad_(True) for n, p in named}
+                with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level):
+                    out = functional_call(level, alias, (lower, upper)).to(alpha.dtype)
+                eng.recompute_count += 1
+                if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
+                    with torch.no_grad():
+                        rebuilt = (c_t[k] - out.detach()) / alpha.detach()
+                        if (t - 1, k) in fixups:
+                            idx, val = fixups[(t - 1, k)]
+                            rebuilt.view(-1)[idx] = val
+                    c_p[k] = rebuilt
+                g = dc[k]
+                if g is None:
+                    continue
+                if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
+                    prev = c_p[k] if t > 0 else torch.zeros_like(g)
+                    accumulate(alpha, (g * prev).sum_to_size(alpha.shape))
+                if t > 0:
+                    dc_p[k] = _add(dc_p[k], g * alpha.detach())
+                if not out.requires_grad:
+                    continue
+                inputs = ([lower] if need_lower else []) + ([upper] if upper is not None else [])
+                gs = torch.autograd.grad(out, inputs + list(alias.values()), g, allow_unused=True)
+                i = 0
+                if need_lower:
+                    if k == 0:
+                        ds[si] = _add(ds[si], gs[0])
+                    else:
+                        dc[k - 1] = _add(dc[k - 1], gs[0])
+                    i = 1
+                if upper is not None:
+                    dc_p[k + 1] = _add(dc_p[k + 1], gs[i])
+                    i += 1
+                for (_, p), gp in zip(named, gs[i:]):
+                    accumulate(p, gp)
+            c_t, dc = c_p, dc_p
+        return (None, None, *ds, *grads)

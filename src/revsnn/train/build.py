@@ -1,0 +1,154 @@
+"""Building what a run needs from its config: data, model (checked against the data), and the
+module that training calls (all heads of a multi-head model)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
+
+import torch
+from torch import nn
+
+from ..data import BatchAugment, DataInfo, Mixup, data_info, load_dataset
+from ..models.registry import model_entrypoint
+from .config import TrainConfig
+
+__all__ = [
+    "DataBundle", "TrainForward", "build_data", "build_model", "check_model_fits",
+    "count_parameters",
+]
+
+ModelFactory = Callable[[TrainConfig, DataInfo], nn.Module]
+
+
+class TrainForward(nn.Module):
+    """Every head's logits as a list (the last one is the final head).
+
+    Models with several heads expose ``forward_heads(x) -> list[Tensor]`` (T-RevSNN: one head
+    per column); others return one logits tensor from ``forward``. Wrapping this module (not
+    the model) in DistributedDataParallel keeps gradient synchronisation on the path that
+    training actually runs.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        for name in ("forward_heads", "forward_all_heads"):
+            fn = getattr(self.model, name, None)
+            if callable(fn):
+                out = list(fn(x))
+                if not out:
+                    raise ValueError(f"{type(self.model).__name__}.{name} returned no heads")
+                return out
+        return [self.model(x)]
+
+
+@dataclass
+class DataBundle:
+    train: Any
+    test: Any
+    info: DataInfo
+    augment: BatchAugment
+    mixup: Mixup
+
+    @property
+    def frames(self) -> bool:
+        return self.info.kind == "frames"
+
+
+def build_data(cfg: TrainConfig) -> DataBundle:
+    frames = cfg.frames or cfg.T
+    kw = dict(
+        root=cfg.data_dir, T=frames, frame_mode=cfg.frame_mode,
+        frame_size=tuple(cfg.frame_size) if cfg.frame_size else None, image_size=cfg.image_size,
+    )
+    train = load_dataset(cfg.data, "train", **kw)
+    test = load_dataset(cfg.data, "test", **kw)
+    info = data_info(cfg.data, train)
+    ra = cfg.randaugment
+    if ra is not None and len(ra) != 3:
+        raise ValueError(f"randaugment expects [ops, magnitude, magnitude_std], got {ra}")
+    augment = BatchAugment(
+        info.mean, info.std, crop_padding=cfg.crop_padding, hflip=cfg.hflip,
+        random_erase=cfg.random_erase,
+        randaugment=(int(ra[0]), float(ra[1]), float(ra[2])) if ra else None,
+        normalize=cfg.normalize,
+    )
+    mixup = Mixup(info.num_classes, cfg.mixup, cfg.cutmix, cfg.mix_prob)
+    return DataBundle(train, test, info, augment, mixup)
+
+
+def build_model(
+    cfg: TrainConfig, info: DataInfo, factory: Optional[ModelFactory] = None
+) -> nn.Module:
+    """``create_model(cfg.model, num_classes=..., T=..., in_channels=..., memory_mode=...,
+    **cfg.model_kwargs)``, passing only what the builder accepts."""
+    if factory is not None:
+        return factory(cfg, info)
+    fn = model_entrypoint(cfg.model)
+    kwargs = {
+        "num_classes": info.num_classes, "T": cfg.T, "in_channels": info.in_channels,
+        "memory_mode": cfg.memory_mode,
+    }
+    kwargs.update(cfg.model_kwargs)
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        for k in list(kwargs):
+            if k in params:
+                continue
+            if k in cfg.model_kwargs:
+                raise ValueError(
+                    f"model {cfg.model!r} does not take the argument {k!r} (model_kwargs); it "
+                    f"takes {', '.join(accepted)}"
+                )
+            if k == "in_channels" and info.in_channels != 3:
+                raise ValueError(
+                    f"model {cfg.model!r} has no in_channels argument, but data {cfg.data!r} has "
+                    f"{info.in_channels} channel(s)"
+                )
+            del kwargs[k]
+    try:
+        model = fn(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"cannot build model {cfg.model!r} with {kwargs}: {err}") from err
+    if hasattr(model, "set_memory_mode"):
+        model.set_memory_mode(cfg.memory_mode)
+    return model
+
+
+@torch.no_grad()
+def check_model_fits(
+    model: nn.Module, x: torch.Tensor, num_classes: int, cfg: TrainConfig
+) -> None:
+    """One training-mode forward on a real batch (no graph, state restored): a model that
+    cannot take this data, T or batch size fails here with a clear message."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was = model.training
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            heads = TrainForward(model)(x)
+    except (RuntimeError, ValueError, TypeError) as err:
+        shape = tuple(x.shape)
+        raise ValueError(
+            f"model {cfg.model!r} (T={cfg.T}) cannot train on data {cfg.data!r} with batch "
+            f"input shape {shape}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
+    finally:
+        model.load_state_dict(state)
+        model.train(was)
+    batch = x.shape[1 if x.dim() == 5 else 0]
+    for i, z in enumerate(heads):
+        if z.dim() != 2 or z.shape[0] != batch or z.shape[1] != num_classes:
+            raise ValueError(
+                f"model {cfg.model!r} head {i} returned shape {tuple(z.shape)}; expected "
+                f"[batch, {num_classes}] for data {cfg.data!r}"
+            )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

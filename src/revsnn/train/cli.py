@@ -1,0 +1,179 @@
+"""Command line: ``revsnn train ...`` (:func:`main`) and ``revsnn eval --checkpoint PATH``
+(:func:`eval_main`). ``python -m revsnn.train`` and ``torchrun -m revsnn.train`` run :func:`main`.
+
+With no arguments ``revsnn train`` runs the main job: the default model on the embedded digits
+on CPU, printing test accuracy, training memory per image and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .config import TrainConfig, apply_overrides, load_config_file, parse_set
+
+__all__ = ["eval_main", "main"]
+
+# flag -> config key (flags default to None: only flags given on the command line override)
+_FLAGS = {
+    "model": "model", "data": "data", "data_dir": "data_dir", "T": "T", "epochs": "epochs",
+    "batch_size": "batch_size", "lr": "lr", "memory_mode": "memory_mode", "out": "out",
+    "device": "device", "seed": "seed", "resume": "resume", "tensorboard": "tensorboard",
+    "amp": "amp", "threads": "threads",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="revsnn train",
+        description="Train a revsnn model. Without arguments: T-RevSNN on the embedded 8x8 "
+        "digits on CPU (the main job). Precedence: defaults < --config < flags < --set.",
+    )
+    p.add_argument("--model", help="registered model name (revsnn.list_models())")
+    p.add_argument("--data", help="data set: digits, mnist, fashion_mnist, cifar10, cifar100, "
+                   "imagefolder, nmnist, dvs_gesture, cifar10_dvs")
+    p.add_argument("--data-dir", help="directory holding the data set's files")
+    p.add_argument("--T", type=int, help="time steps (T-RevSNN: columns)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--memory-mode", choices=["none", "checkpoint", "reversible"])
+    p.add_argument("--config", help="YAML file of config keys (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set mixup=0.5 (repeatable)")
+    p.add_argument("--out", help="run folder (default runs/<data>_<model>_<time>)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue from a checkpoint file or run folder")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to <run>/tensorboard (needs tensorboard)")
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    p.add_argument("--list-models", action="store_true", help="print model names and exit")
+    p.add_argument("--list-data", action="store_true", help="print data set names and exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < checkpoint config (with --resume) < --config < flags < --set."""
+    cfg = TrainConfig()
+    if args.resume:
+        from .checkpoint import load_checkpoint
+
+        ck = load_checkpoint(args.resume)
+        stored = dict(ck["config"])
+        stored.pop("resume", None)
+        cfg = apply_overrides(cfg, stored)
+        if args.out is None:
+            cfg = apply_overrides(cfg, {"out": str(Path(ck["path"]).parent)})
+        cfg = apply_overrides(cfg, {"resume": ck["path"]})
+    if args.config:
+        cfg = apply_overrides(cfg, load_config_file(args.config))
+    flags: Dict[str, Any] = {}
+    for attr, key in _FLAGS.items():
+        v = getattr(args, attr, None)
+        if v is not None and not (attr == "resume"):
+            flags[key] = v
+    cfg = apply_overrides(cfg, flags)
+    return apply_overrides(cfg, parse_set(args.set))
+
+
+def _fmt(v: Optional[float], spec: str, unit: str = "") -> str:
+    return "n/a" if v is None else f"{v:{spec}}{unit}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``revsnn train``; returns the exit code (0 ok, 1 training failed, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    if args.list_models:
+        from ..models.registry import list_models
+
+        print("\n".join(list_models()))
+        return 0
+    if args.list_data:
+        from ..data import DATASETS
+
+        for k, (kind, desc) in sorted(DATASETS.items()):
+            print(f"{k:14s} {kind:7s} {desc}")
+        return 0
+    from .checkpoint import CheckpointError
+    from .loop import TrainingDiverged, run
+
+    try:
+        cfg = resolve_config(args)
+        summary = run(cfg)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError,
+            CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if summary.get("rank", 0) != 0:
+        return 0  # only rank 0 reports
+    mem = summary.get("memory_mib_per_image")
+    print(
+        f"done: test accuracy {_fmt(summary['final_test_acc'], '.2f', '%')} (best "
+        f"{_fmt(summary['best_test_acc'], '.2f', '%')} at epoch {summary['best_epoch']}) | "
+        f"training memory {_fmt(mem, '.4f', ' MiB/image')} ({summary.get('memory_method')}) | "
+        f"{_fmt(summary['time_per_epoch_s'], '.1f', ' s/epoch')}, total "
+        f"{summary['total_time_s']:.1f} s | {summary['params']:,} params | "
+        f"run folder {summary['run_dir']}"
+    )
+    return 0
+
+
+def eval_main(argv: Optional[List[str]] = None) -> int:
+    """``revsnn eval --checkpoint PATH``: test accuracy of a saved model."""
+    p = argparse.ArgumentParser(prog="revsnn eval", description="Evaluate a saved checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    p.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw (not EMA) weights")
+    args = p.parse_args(argv)
+    from .checkpoint import CheckpointError
+
+    try:
+        acc = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.batch_size,
+                                  use_ema=not args.no_ema)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{acc['checkpoint']}: {acc['model']} on {acc['data']} test: accuracy "
+          f"{acc['test_acc']:.2f}%, loss {acc['test_loss']:.4f} ({acc['n']} images, epoch "
+          f"{acc['epoch']}{', EMA weights' if acc['ema'] else ''})")
+    return 0
+
+
+def evaluate_checkpoint(
+    path: str, data_dir: Optional[str] = None, device: str = "auto",
+    batch_size: Optional[int] = None, use_ema: bool = True,
+) -> Dict[str, Any]:
+    """Rebuild the model of a checkpoint, load its weights and evaluate its test split."""
+    import torch
+
+    from ..data import Loader
+    from .build import build_data, build_model
+    from .checkpoint import load_checkpoint, load_model_state
+    from .distributed import DistEnv, resolve_device
+    from .loop import evaluate
+
+    ck = load_checkpoint(path)
+    cfg = TrainConfig.from_dict({k: v for k, v in ck["config"].items()})
+    if data_dir is not None:
+        cfg = apply_overrides(cfg, {"data_dir": data_dir})
+    dev = resolve_device(device)
+    data = build_data(cfg)
+    model = build_model(cfg, data.info).to(dev)
+    ema = use_ema and ck.get("ema") is not None and cfg.eval_ema
+    load_model_state(model, ck["ema"] if ema else ck["model"], ck["path"])
+    loader = Loader(data.test, batch_size or cfg.batch_size, False, device=dev)
+    with torch.no_grad():
+        res = evaluate(model, loader, data, DistEnv(device=dev))
+    return {**res, "checkpoint": ck["path"], "model": cfg.model, "data": cfg.data,
+            "epoch": ck.get("epoch"), "n": len(data.test), "ema": ema}
