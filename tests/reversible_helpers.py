@@ -56,12 +56,13 @@ def run_mode(seq: nn.Module, mode: str, x: torch.Tensor, seed: int = 7):
     xr = x.clone().requires_grad_(True)
     torch.manual_seed(seed)
     y = s(xr)
+    y_value = y.detach().clone()  # with inplace_inverse, backward rebuilds x inside y's storage
     w = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
     (y * w).sum().backward()
     after = torch.rand(3)  # the caller's RNG stream must continue as without recomputation
     grads = {n: p.grad.clone() for n, p in s.named_parameters() if p.grad is not None}
     bufs = {n: b.clone() for n, b in s.named_buffers()}
-    return dict(y=y.detach(), dx=xr.grad, grads=grads, bufs=bufs, rng=after, module=s)
+    return dict(y=y_value, dx=xr.grad, grads=grads, bufs=bufs, rng=after, module=s)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -125,12 +125,23 @@ class _ReversibleFunction(torch.autograd.Function):
                 "freed by the first backward; pass retain_graph=True to the first backward"
             ) from err
         seq: ReversibleSequence = ctx.seq
+        if getattr(ctx, "consumed", False):
+            raise ReversibleBackwardError(
+                "backward through a ReversibleSequence with inplace_inverse=True a second time: "
+                "the first backward rebuilt the input inside the saved output's storage"
+            )
+        ctx.consumed = seq.inplace_inverse
         index = {id(p): i for i, p in enumerate(ctx.params)}
         grads: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
+        # dx is allocated once; its halves accumulate the register gradients in place.
+        dx = torch.empty_like(dy, memory_format=torch.contiguous_format)  # [T, B, 2C, ...]
+        dregs = list(dx.chunk(2, dim=2))
         regs: List[torch.Tensor] = [None, None]  # type: ignore[list-item]
-        dregs: List[torch.Tensor] = [None, None]  # type: ignore[list-item]
-        for k, (yk, dyk) in zip(seq._out_order, zip(y.chunk(2, dim=2), dy.chunk(2, dim=2))):
-            regs[k], dregs[k] = yk.detach(), dyk
+        for k, yk, dyk in zip(seq._out_order, y.chunk(2, dim=2), dy.chunk(2, dim=2)):
+            dregs[k].copy_(dyk)
+            # In place: an alias of y's storage with its own version counter, so that
+            # rebuilding one half does not invalidate the other half saved by a branch.
+            regs[k] = _alias(yk) if seq.inplace_inverse else yk.detach()
         for stage, state in zip(reversed(ctx.stages), reversed(ctx.states)):
             src = regs[1 - stage.dst].detach().requires_grad_(True)
             params = stage.params()
@@ -138,23 +149,36 @@ class _ReversibleFunction(torch.autograd.Function):
                 outs = stage.run(src)
             seq.recompute_count += 1
             with torch.no_grad():
-                _invert_stage(stage, regs, [o.detach() for o in outs])
+                if seq.inplace_inverse:
+                    for h in reversed(outs):
+                        regs[stage.dst].sub_(h.detach())
+                else:
+                    _invert_stage(stage, regs, [o.detach() for o in outs])
             outs = [o for o in outs if o.requires_grad]
             if not outs:
                 continue
-            d_dst = dregs[stage.dst]
             g = torch.autograd.grad(
-                outs, [src, *params], grad_outputs=[d_dst] * len(outs), allow_unused=True
+                outs,
+                [src, *params],
+                grad_outputs=[dregs[stage.dst]] * len(outs),
+                allow_unused=True,
             )
+            del outs, src  # free the recomputed graph's inputs before the next stage
             if g[0] is not None:
-                dregs[1 - stage.dst] = dregs[1 - stage.dst] + g[0]
+                dregs[1 - stage.dst].add_(g[0])
             for p, gp in zip(params, g[1:]):
                 if gp is None:
                     continue
                 i = index[id(p)]
                 grads[i] = gp if grads[i] is None else grads[i] + gp
-        dx = torch.cat(dregs, dim=2)
+            del g
         return (dx, None, *grads)
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """A tensor on ``t``'s storage (same offset, shape, strides) with its own version counter."""
+    alias = torch.empty(0, dtype=t.dtype, device=t.device)
+    return alias.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
 
 
 class ReversibleSequence(nn.Module):
@@ -168,6 +192,10 @@ class ReversibleSequence(nn.Module):
             evaluating G of block k and F of block k+1 together. Blocks then hold only the
             unpaired branches (``blocks[0].f`` and ``blocks[-1].g``), the rest are ``None``.
         preserve_rng_state: capture and replay RNG for recomputation (needed for dropout).
+        inplace_inverse: rebuild the inputs inside the storage of the saved output instead of
+            new tensors (saves one stream of memory in backward). The sequence's output then
+            holds its *input* after backward: read it before ``backward()``; a second backward
+            (``retain_graph=True``) raises :class:`ReversibleBackwardError`.
     """
 
     def __init__(
@@ -176,6 +204,7 @@ class ReversibleSequence(nn.Module):
         memory_mode: Union[str, MemoryMode] = MemoryMode.REVERSIBLE,
         merged: Optional[Sequence[nn.Module]] = None,
         preserve_rng_state: bool = True,
+        inplace_inverse: bool = False,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -196,6 +225,7 @@ class ReversibleSequence(nn.Module):
         self.merged = nn.ModuleList(merged) if merged is not None else None
         self.memory_mode = memory_mode
         self.preserve_rng_state = bool(preserve_rng_state)
+        self.inplace_inverse = bool(inplace_inverse)
         self.recompute_count = 0  # stages recomputed by reversible backward (for checks)
         self._para = para
         self._stages  # noqa: B018 - validate the schedule now
