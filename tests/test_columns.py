@@ -211,3 +211,21 @@ def test_second_backward_and_bad_input_are_clear_errors():
         make_engine(T=2, alpha_floor=0.0)
     with pytest.raises(ValueError, match="unknown memory mode"):
         make_engine(T=2, memory_mode="fast")
+
+
+def test_threshold_fixups_work_on_channels_last_states():
+    """Regression: rebuilding a channels_last state with sparse fix-ups crashed (no flat view)."""
+    import revsnn
+
+    torch.manual_seed(0)
+    m = revsnn.create_model("trevsnn_test", num_classes=3, T=8, in_channels=1)
+    m = m.to(memory_format=torch.channels_last)
+    x = torch.rand(16, 1, 16, 16).to(memory_format=torch.channels_last)
+    grads = {}
+    for mode in ("none", "reversible"):
+        m.set_memory_mode(mode)
+        m.zero_grad()
+        m(x).sum().backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+    err = (grads["none"] - grads["reversible"]).abs().max() / grads["none"].abs().max()
+    assert err < 1e-4

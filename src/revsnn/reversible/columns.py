@@ -571,6 +571,9 @@ class _ColumnFunction(torch.autograd.Function):
                         rebuilt = (c_t[k] - out.detach()) / alpha.detach()
                         if (t - 1, k) in fixups:
                             idx, val = fixups[(t - 1, k)]
+                            # idx are row-major (logical) positions: write through a
+                            # contiguous layout (a channels_last state has no flat view)
+                            rebuilt = rebuilt.contiguous()
                             rebuilt.view(-1)[idx] = val
                     c_p[k] = rebuilt
                 g = dc[k]
