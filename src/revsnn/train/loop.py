@@ -317,7 +317,8 @@ class _Run:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
                 raise ImportError(
-                    "--tensorboard needs the tensorboard package: pip install -e '.[bench]' (or pip install tensorboard)"
+                    "--tensorboard needs the tensorboard package: "
+                    "pip install -e '.[bench]' (or pip install tensorboard)"
                 ) from err
             self.tb = SummaryWriter(str(self.out / "tensorboard"))
 
