@@ -51,7 +51,7 @@ def test_lean_variant_matches_plain(name):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 2
     a, b = run_step(lean, "none", x), run_step(plain, "none", x)
     assert torch.equal(a["y"], b["y"])
-    assert max_rel(a["grads"], b["grads"]) < 1e-12 and rel(a["dx"], b["dx"]) < 1e-12
+    assert max_rel(a["grads"], b["grads"]) < 1e-10 and rel(a["dx"], b["dx"]) < 1e-10
 
 
 @pytest.mark.parametrize("name", ["ms_resnet_test", "spikingformer_test"])

@@ -134,10 +134,12 @@ def test_norm_spike_equals_bn_then_neuron(train, lean, plain, kw):
         g = torch.randn_like(s1)
         s1.backward(g)
         s2.backward(g)
-        assert torch.equal(s1, s2)
-        assert torch.equal(c.grad, c2.grad)
-        assert torch.equal(bn.weight.grad, bn2.weight.grad)
-        assert torch.equal(bn.bias.grad, bn2.bias.grad)
+        assert torch.equal(s1, s2)  # spikes and running statistics are bit-identical
+        # BN's backward is evaluated in place (float64 channel sums): equal up to rounding.
+        tol = 1e-13 if dtype == torch.float64 else 1e-5
+        assert _rel(c.grad, c2.grad) < tol
+        assert _rel(bn.weight.grad, bn2.weight.grad) < tol
+        assert _rel(bn.bias.grad, bn2.bias.grad) < tol
         for b1, b2 in zip(bn.buffers(), bn2.buffers()):
             assert torch.equal(b1, b2)
     c = torch.randn(6, 4, 5, 5, requires_grad=True)

@@ -7,7 +7,7 @@ import revsnn
 from revsnn.bench.memory import saved_tensor_bytes
 from revsnn.models.common import Downsample, StaticStem
 from revsnn.models.revsresnet import RevSResNet, revs_resnet
-from revsnn.reversible import ReversibleSequence
+from revsnn.reversible import ReversibleBackwardError
 from revsnn_model_helpers import assert_modes_agree, global_rel, max_rel, rel, run_step
 
 
@@ -79,8 +79,8 @@ def test_lean_primitives_match_plain_model():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     a, b = run_step(lean, "none", x), run_step(plain, "none", x)
     assert torch.equal(a["y"], b["y"])
-    assert max_rel(a["grads"], b["grads"]) < 1e-12
-    assert rel(a["dx"], b["dx"]) < 1e-12
+    assert max_rel(a["grads"], b["grads"]) < 1e-10
+    assert rel(a["dx"], b["dx"]) < 1e-10
 
 
 @pytest.mark.parametrize("hw,c", [(8, 3), (28, 1), (32, 3), (13, 3)])
@@ -161,5 +161,17 @@ def test_non_reversible_parts_recompute_only_outside_none():
     img = torch.randn(2, 3, 8, 8)
     z = stem(img, 3)
     assert z.shape == (3, 2, 4, 8, 8)
-    seq = ReversibleSequence
-    assert seq is not None
+    ex = list(stem.parameters()) + [img]
+    assert saved_tensor_bytes(lambda: stem(img, 3).sum(), exclude=ex) == 0  # only the image
+
+
+def test_inplace_inverse_off_agrees_and_second_backward_raises():
+    torch.manual_seed(3)
+    m = revsnn.create_model("revs_resnet_test", memory_mode="none", inplace_inverse=False).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert_modes_agree(m, x, ["reversible"], tol=1e-10)
+    m = revsnn.create_model("revs_resnet_test")  # reversible, inplace_inverse=True (default)
+    loss = m(torch.randn(2, 3, 8, 8)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(ReversibleBackwardError):
+        loss.backward()

@@ -270,8 +270,9 @@ class Downsample(RecomputedPart):
         self.bn = nn.BatchNorm2d(c_out)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        s = fold(self.neuron(x))  # [T*B, c_in, H, W]
-        return unfold(self.bn(self.conv(self.pool(s))), x.shape[0])  # [T, B, c_out, H', W']
+        # (no name holds the full-size spikes: they are freed as soon as the pool has run)
+        p = self.pool(fold(self.neuron(x)))  # [T*B, c_in, H', W']
+        return unfold(self.bn(self.conv(p)), x.shape[0])  # [T, B, c_out, H', W']
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[2] != self.c_in:
@@ -295,8 +296,11 @@ class ConvBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[0]
         c1 = self.conv1[0](fold(self.sn1(x)))  # [T*B, c, H, W]
-        s2 = norm_spike(c1, self.conv1[1], self.sn2, T)  # sn2(BN(c1)): [T, B, c, H, W]
-        return unfold(self.conv2(fold(s2)), T)
+        s2 = fold(norm_spike(c1, self.conv1[1], self.sn2, T))  # sn2(BN(c1)): [T*B, c, H, W]
+        del c1
+        c2 = self.conv2[0](s2)
+        del s2  # the conv keeps the spikes as bool; drop the float copy before BN runs
+        return unfold(self.conv2[1](c2), T)  # [T, B, c, H, W]
 
 
 class SpikingHead(nn.Module):

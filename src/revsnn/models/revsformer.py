@@ -56,11 +56,6 @@ __all__ = [
 ]
 
 
-def _seq(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a per-frame module to ``[T, B, ...]``."""
-    return unfold(module(fold(x)), x.shape[0])  # [T*B, ...] -> [T, B, ...]
-
-
 class _TokenizerStage(RecomputedPart):
     """[max-pool] -> conv3x3 -> BN [-> LIF] on spikes ``[T, B, c_in, H, W]``; its input is
     binary, so outside ``"none"`` it is kept as bool and the stage is recomputed."""
@@ -136,15 +131,19 @@ class SpikingSelfAttention(nn.Module):
         return z.reshape(T, B, self.heads, D // self.heads, h * w).transpose(-2, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = fold(self.sn(x))  # [T*B, D, h, w]
         T = x.shape[0]
+        s = fold(self.sn(x))  # [T*B, D, h, w]
         q = self._heads(norm_spike(self.q[0](s), self.q[1], self.q_sn, T))  # LIF(BN(W_q s))
         k = self._heads(norm_spike(self.k[0](s), self.k[1], self.k_sn, T))
         v = self._heads(norm_spike(self.v[0](s), self.v[1], self.v_sn, T))
+        del s  # (float copies are dropped as soon as they are consumed; see SpikingMLP)
         attend = spike_attention if self.lean else plain_spike_attention
         a = attend(q, k, v, self.scale)  # [T, B, heads, N, d]
-        a = a.transpose(-2, -1).reshape(x.shape)  # [T, B, D, h, w]
-        return _seq(self.proj, self.attn_sn(a))
+        del q, k, v
+        a = self.attn_sn(a.transpose(-2, -1).reshape(x.shape))  # [T, B, D, h, w] spikes
+        c = self.proj[0](fold(a))
+        del a
+        return unfold(self.proj[1](c), T)
 
 
 class SpikingMLP(nn.Module):
@@ -159,8 +158,11 @@ class SpikingMLP(nn.Module):
         self.fc2 = conv_bn(hidden, D, 1, bias=True, lean=lean)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = norm_spike(self.fc1[0](fold(self.sn1(x))), self.fc1[1], self.sn2, x.shape[0])
-        return _seq(self.fc2, h)  # [T, B, D, h, w]
+        T = x.shape[0]
+        h = fold(norm_spike(self.fc1[0](fold(self.sn1(x))), self.fc1[1], self.sn2, T))
+        c = self.fc2[0](h)  # [T*B, D, h, w]
+        del h  # the conv keeps the hidden spikes as bool; drop the float copy before BN
+        return unfold(self.fc2[1](c), T)  # [T, B, D, h, w]
 
 
 class TokenHead(nn.Module):
@@ -189,6 +191,8 @@ class RevSFormer(SpikingModel):
         num_classes, T, in_channels, memory_mode: as for every model.
         tau: LIF time constant; attn_v_threshold: threshold of the attention-output LIF.
         lean: memory-lean primitives (same values and gradients).
+        inplace_inverse: rebuild the blocks' input inside the saved output's storage in
+            backward (see :class:`~revsnn.reversible.ReversibleSequence`).
     """
 
     def __init__(
@@ -204,6 +208,7 @@ class RevSFormer(SpikingModel):
         tau: float = 2.0,
         attn_v_threshold: float = 0.5,
         lean: bool = True,
+        inplace_inverse: bool = True,
     ) -> None:
         super().__init__()
         if int(depth) < 1:
@@ -223,7 +228,8 @@ class RevSFormer(SpikingModel):
                     SpikingMLP(D, nf, mlp_ratio, lean),
                 )
                 for _ in range(self.depth)
-            ]
+            ],
+            inplace_inverse=inplace_inverse,
         )
         self.head = TokenHead(2 * D, num_classes)
         init_weights(self)

@@ -54,6 +54,9 @@ class RevSResNet(SpikingModel):
         tau: LIF time constant (ignored for IF).
         stem: "static" (conv3x3 s1 + BN) or "event" (conv3x3 s2 + BN + AvgPool 3x3 s2).
         lean: memory-lean neurons and spike convolutions (same values and gradients).
+        inplace_inverse: the reversible backward rebuilds each stage's input inside the storage
+            of its saved output (one stream less in backward; a second backward through the
+            same graph raises instead of running).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class RevSResNet(SpikingModel):
         tau: float = 2.0,
         stem: str = "static",
         lean: bool = True,
+        inplace_inverse: bool = True,
     ) -> None:
         super().__init__()
         blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
@@ -92,7 +96,8 @@ class RevSResNet(SpikingModel):
             raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
         self.stages = nn.ModuleList(
             ReversibleSequence(
-                [RevCoupling(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)) for _ in range(n)]
+                [RevCoupling(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)) for _ in range(n)],
+                inplace_inverse=inplace_inverse,
             )
             for n, w in zip(blocks, widths)
         )

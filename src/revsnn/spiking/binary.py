@@ -14,15 +14,23 @@ almost all of that can be rebuilt in backward:
       dL/dH[t] = dL/dS[t] * sigma'(H[t] - v_th) + dL/dV[t] * dV[t]/dH[t]
       dL/dX[t] = dL/dH[t] * dH/dX            dL/dV[t-1] = dL/dH[t] * dH/dV
 
-  with the same floating-point operations in the same order as autograd's, so gradients equal
-  those of :class:`~revsnn.spiking.IF` / :class:`~revsnn.spiking.LIF` (bit for bit in the
-  detached-reset case the models use; to rounding otherwise).
+  Spikes are bit-identical to :class:`~revsnn.spiking.IF` / :class:`~revsnn.spiking.LIF`;
+  gradients are bit-identical for IF with ATan (the static-image models) and equal to rounding
+  otherwise (a vectorised ``exp`` in the Sigmoid surrogate may round differently on a chunk
+  boundary; an attached reset sums three terms in another order). The loops run over chunks of
+  :data:`CHUNK_ELEMENTS` elements (the neuron is elementwise in B, C, H, W), so their
+  temporaries do not grow with the batch.
+- :func:`norm_spike`: BatchNorm followed by a lean neuron saving only BN's input (which BN's
+  backward needs anyway), not BN's output; BN's output is rebuilt in backward with the same
+  kernel and BN's backward is evaluated in place (float64 channel sums; equal to ATen's to
+  rounding). Running statistics are updated exactly once, as by the module.
 - :class:`SpikeConv2d`: an ``nn.Conv2d`` whose binary input is saved as a ``bool`` tensor (1 byte
   per spike instead of 4 or 8) and turned back into floats only inside backward; the gradient is
   ``aten.convolution_backward`` on the identical input, i.e. exactly autograd's.
 - :class:`SpikeMaxPool2d`: max-pool over spikes saving the input as ``bool`` (no float input, no
-  int64 indices); backward re-runs the pool with indices on the rebuilt input (ties resolve the
-  same way, so the gradient is autograd's).
+  int64 indices); backward re-runs the pool with indices on the rebuilt input, sample chunk by
+  sample chunk (ties resolve the same way, so the gradient is autograd's).
+- :class:`LeanAvgPool2d`: average pool that saves nothing (its backward needs only the shape).
 - :func:`spike_attention`: softmax-free attention ``(q k^T) v * scale`` of binary q, k, v saving
   them as ``bool`` (plain autograd keeps them as floats, plus the N x N product).
 
@@ -41,11 +49,14 @@ from torch import nn
 from .neuron import IF, LIF, BaseNeuron
 
 __all__ = [
+    "CHUNK_ELEMENTS",
+    "LeanAvgPool2d",
     "LeanIF",
     "LeanLIF",
     "SpikeConv2d",
     "SpikeMaxPool2d",
     "lean_neuron",
+    "norm_spike",
     "pack_spikes",
     "plain_spike_attention",
     "spike_attention",
@@ -85,27 +96,36 @@ def _chunks(m: int) -> List[Tuple[int, int]]:
     return [(a, min(a + CHUNK_ELEMENTS, m)) for a in range(0, m, CHUNK_ELEMENTS)]
 
 
+def _charge(n: BaseNeuron, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``n.charge(v, x)`` as a new tensor; the common LIF case (decay_input, rest 0) with fewer
+    passes: ``(x - v) / tau + v`` equals ``v + (x - (v - 0)) / tau`` bit for bit."""
+    if type(n) in (LIF, LeanLIF) and n.decay_input and not n.v_reset:
+        return torch.sub(x, v).div_(n.tau).add_(v)
+    return n.charge(v, x)
+
+
 def _fire_chunk(n: BaseNeuron, xs: List[torch.Tensor], a: int, b: int,
                 ss: Optional[List[torch.Tensor]], hs: Optional[List[torch.Tensor]]) -> None:
     """Run the neuron over elements a:b of every step, writing S[t] into ``ss[t]`` and H[t]
     into ``hs[t]`` (these may alias ``xs``: step t reads x[t] before writing).
 
-    The arithmetic is :func:`~revsnn.spiking.neuron.fire_and_reset`'s, evaluated in place on
-    temporaries, so spikes and membranes are bit-identical to the plain neuron's.
+    Same values as :func:`~revsnn.spiking.neuron.fire_and_reset`: S = [H - v_th >= 0] is
+    [H >= v_th] (the difference of two normal floats is exact in sign); the hard reset
+    H (1 - S) + v_r S is ``masked_fill(S, v_r)`` (equal up to the sign of a zero membrane,
+    which no later step or gradient can see); the soft reset is evaluated as written.
     """
     v = n.initial_state(xs[0][a:b])
     for t in range(len(xs)):
-        h = n.charge(v, xs[t][a:b])  # H[t]
+        h = _charge(n, v, xs[t][a:b])  # H[t]
         if hs is not None:
             hs[t][a:b] = h
-        r = (h - n.v_threshold >= 0).to(h.dtype)  # S[t] = Heaviside(H[t] - v_th)
+        fired = h >= n.v_threshold  # S[t]
         if ss is not None:
-            ss[t][a:b] = r
+            ss[t][a:b] = fired
         if n.v_reset is None:
-            h.sub_(r.mul_(n.v_threshold))  # V = H - S v_th
+            h.sub_(fired.to(h.dtype).mul_(n.v_threshold))  # V = H - S v_th
         else:
-            h.mul_(torch.neg(r).add_(1.0))  # H (1 - S)
-            h.add_(r.mul_(n.v_reset))  # + v_r S
+            h.masked_fill_(fired, n.v_reset)  # V = H (1 - S) + v_r S
         v = h  # V[t]
 
 
@@ -127,7 +147,8 @@ def _neuron_backward(
     Chunk by chunk, the membranes H[t] are rebuilt into one buffer that then receives dL/dX[t]
     step by step (H[t] is dead once step t is done); with ``overwrite`` that buffer is ``x``.
     In-place updates only reorder commutative products and sums (a*b == b*a, a + b == b + a,
-    a - b == a + (-b) in IEEE arithmetic), so the result is bit-identical to autograd's.
+    a - b == a + (-b) in IEEE arithmetic) and ``dV (1 - S)`` is a masked copy (equal up to the
+    sign of zero), so the result is autograd's (see the module docstring for the exceptions).
     """
     buf = x if overwrite else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     xs, hs, gss = _steps(x), _steps(buf), _steps(grad_s)
@@ -152,10 +173,8 @@ def _neuron_backward(
             if gv is not None:
                 if n.v_reset is None:
                     gh.add_(gv)
-                else:
-                    keep = (z >= 0).to(h.dtype).neg_().add_(1.0)  # 1 - S[t]
-                    gh.add_(keep.mul_(gv))
-                    del keep
+                else:  # + dL/dV[t] (1 - S[t]) (up to the sign of zero terms)
+                    gh.add_(gv.masked_fill(z >= 0, 0.0))
             del z
             if isinstance(n, IF):  # H = V + X: dX = dV = dH
                 h.copy_(gh)
@@ -293,12 +312,17 @@ class _SpikeMaxPoolFn(torch.autograd.Function):
     def backward(ctx, grad_out):
         (packed,) = ctx.saved_tensors
         k, st, p = ctx.conf
-        s = unpack_spikes(packed, ctx.dtype)
-        _, idx = F.max_pool2d(s, k, st, p, return_indices=True)
-        gi = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, s, list(k), list(st), list(p), [1, 1], False, idx
-        )
-        return gi, None, None, None
+        grad_in = torch.empty(packed.shape, dtype=ctx.dtype, device=packed.device)
+        # Sample by sample (each is pooled on its own, so this is bit-identical): rebuild the
+        # float spikes and the argmax indices of a chunk, then scatter its gradient.
+        rows = max(1, CHUNK_ELEMENTS // max(1, packed[0].numel()))
+        for a in range(0, packed.shape[0], rows):
+            s = unpack_spikes(packed[a:a + rows], ctx.dtype)
+            _, idx = F.max_pool2d(s, k, st, p, return_indices=True)
+            grad_in[a:a + rows] = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad_out[a:a + rows], s, list(k), list(st), list(p), [1, 1], False, idx
+            )
+        return grad_in, None, None, None
 
 
 class SpikeMaxPool2d(nn.MaxPool2d):
@@ -400,13 +424,64 @@ class _NormSpikeFn(torch.autograd.Function):
         )
         gb = _neuron_backward(ctx.neuron, b.unflatten(0, (T, c.shape[0] // T)), grad_s, True)
         del b
-        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-                bias is not None and ctx.needs_input_grad[2]]
-        gc, gw, gbias = torch.ops.aten.native_batch_norm_backward(
-            gb.flatten(0, 1), c, weight, bn.running_mean, bn.running_var, mean, invstd, train,
-            bn.eps, mask,
+        gc, gw, gbias = _bn_backward_into(
+            gb.flatten(0, 1), c, weight, mean, invstd, train, bn.running_mean, bn.running_var,
+            bn.eps,
         )
-        return gc, gw, gbias, None, None, None
+        return (gc if ctx.needs_input_grad[0] else None,
+                gw if ctx.needs_input_grad[1] else None,
+                gbias if ctx.needs_input_grad[2] else None, None, None, None)
+
+
+def _bn_backward_into(
+    gy: torch.Tensor,
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    mean: torch.Tensor,
+    invstd: torch.Tensor,
+    train: bool,
+    running_mean: Optional[torch.Tensor],
+    running_var: Optional[torch.Tensor],
+    eps: float,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """BatchNorm backward over ``[N, C, ...]`` written **into** ``gy`` (no second full tensor).
+
+    With x_hat = (x - mu) * invstd (batch statistics in training, running ones in eval)::
+
+        d beta = sum(gy)        d gamma = sum(gy * x_hat)
+        dx = gamma * invstd * (gy - d beta / M - x_hat * d gamma / M)     (training)
+        dx = gamma * invstd * gy                                          (eval)
+
+    M = elements per channel. Channel sums run in float64 over chunks of N; equal to ATen's
+    ``native_batch_norm_backward`` up to rounding.
+    """
+    C = x.shape[1]
+    shape = (1, C) + (1,) * (x.dim() - 2)
+    if not train:
+        mean = running_mean
+        invstd = torch.rsqrt(running_var + eps)
+    mu = mean.reshape(shape)
+    inv = invstd.reshape(shape)
+    rows = max(1, CHUNK_ELEMENTS // max(1, x[0].numel()))
+    dims = [0] + list(range(2, x.dim()))
+    d_beta = torch.zeros(C, dtype=torch.float64, device=x.device)
+    dot = torch.zeros(C, dtype=torch.float64, device=x.device)  # sum(gy * (x - mu))
+    for a in range(0, x.shape[0], rows):
+        g_k, x_k = gy[a:a + rows], x[a:a + rows]
+        d_beta += g_k.sum(dims, dtype=torch.float64)
+        dot += (g_k * (x_k - mu)).sum(dims, dtype=torch.float64)
+    d_gamma = (dot * invstd.double()).to(x.dtype)
+    scale = inv if weight is None else inv * weight.reshape(shape)
+    if train:
+        m = x.numel() // C
+        g_mean = (d_beta / m).to(x.dtype).reshape(shape)
+        proj = (dot / m * invstd.double() ** 2).to(x.dtype).reshape(shape)  # d gamma / M * invstd
+        for a in range(0, x.shape[0], rows):
+            g_k = gy[a:a + rows]
+            g_k.sub_(g_mean).sub_((x[a:a + rows] - mu).mul_(proj)).mul_(scale)
+    else:
+        gy.mul_(scale)
+    return gy, d_gamma, d_beta.to(x.dtype)
 
 
 def norm_spike(c: torch.Tensor, bn: nn.Module, neuron: nn.Module, T: int) -> torch.Tensor:
