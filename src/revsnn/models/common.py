@@ -29,7 +29,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..reversible.mode import MemoryMode
+from ..reversible.mode import HasMemoryMode, MemoryMode
 from ..reversible.state import RecomputeState, frozen_norm_stats
 from ..spiking.binary import (
     LeanAvgPool2d,
@@ -134,7 +134,7 @@ class _RecomputeFn(torch.autograd.Function):
         return (None, None, gx, *gparams)
 
 
-class RecomputedPart(nn.Module):
+class RecomputedPart(HasMemoryMode, nn.Module):
     """A non-reversible part that recomputes itself in backward outside ``memory_mode="none"``.
 
     Subclasses implement :meth:`body`; ``binary_input=True`` stores the input as ``bool``
@@ -147,14 +147,6 @@ class RecomputedPart(nn.Module):
         super().__init__()
         self.memory_mode = memory_mode
         self.recompute_count = 0
-
-    @property
-    def memory_mode(self) -> MemoryMode:
-        return self._memory_mode
-
-    @memory_mode.setter
-    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
-        self._memory_mode = MemoryMode.parse(mode)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -65,7 +65,7 @@ from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from .mode import MemoryMode
+from .mode import HasMemoryMode, MemoryMode
 from .state import RecomputeState, frozen_norm_stats
 
 __all__ = ["TemporalColumns", "ColumnReport"]
@@ -105,7 +105,7 @@ def _unique_params(module: nn.Module) -> List[nn.Parameter]:
     return out
 
 
-class TemporalColumns(nn.Module):
+class TemporalColumns(HasMemoryMode, nn.Module):
     """The column recurrence over T columns and L levels with three memory modes.
 
     Args:
@@ -185,14 +185,6 @@ class TemporalColumns(nn.Module):
     @property
     def L(self) -> int:
         return len(self.channels)
-
-    @property
-    def memory_mode(self) -> MemoryMode:
-        return self._memory_mode
-
-    @memory_mode.setter
-    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
-        self._memory_mode = MemoryMode.parse(mode)
 
     def extra_repr(self) -> str:
         return (

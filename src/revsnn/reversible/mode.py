@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Union
 
-__all__ = ["MemoryMode"]
+__all__ = ["MemoryMode", "HasMemoryMode"]
 
 
 class MemoryMode(str, Enum):
@@ -33,3 +33,21 @@ class MemoryMode(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class HasMemoryMode:
+    """Mixin for modules with a settable ``memory_mode`` (parsed into :class:`MemoryMode`)."""
+
+    _memory_mode: MemoryMode
+
+    @property
+    def memory_mode(self) -> MemoryMode:
+        return self._memory_mode
+
+    @memory_mode.setter
+    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
+        self._memory_mode = MemoryMode.parse(mode)
+
+    def set_memory_mode(self, mode: Union[str, MemoryMode]):
+        self.memory_mode = mode
+        return self

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .coupling import ParaRevCoupling, RevCoupling, apply_branch
-from .mode import MemoryMode
+from .mode import HasMemoryMode, MemoryMode
 from .state import RecomputeState, frozen_norm_stats
 
 __all__ = ["ReversibleSequence", "ReversibleBackwardError"]
@@ -181,7 +181,7 @@ def _alias(t: torch.Tensor) -> torch.Tensor:
     return alias.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
 
 
-class ReversibleSequence(nn.Module):
+class ReversibleSequence(HasMemoryMode, nn.Module):
     """Reversible blocks over a stream ``[T, B, 2C, ...]`` split in halves along dim 2.
 
     Args:
@@ -281,18 +281,6 @@ class ReversibleSequence(nn.Module):
         return stages
 
     # ----------------------------------------------------------------- modes
-    @property
-    def memory_mode(self) -> MemoryMode:
-        return self._memory_mode
-
-    @memory_mode.setter
-    def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
-        self._memory_mode = MemoryMode.parse(mode)
-
-    def set_memory_mode(self, mode: Union[str, MemoryMode]) -> ReversibleSequence:
-        self.memory_mode = mode
-        return self
-
     def extra_repr(self) -> str:
         return f"memory_mode={self.memory_mode.value}, stages={len(self._stages)}"
 
