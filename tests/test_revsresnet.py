@@ -1,5 +1,7 @@
 """RevSResNet: parameter counts, memory-mode oracle, shapes, input errors, memory properties."""
 
+import copy
+
 import pytest
 import torch
 
@@ -175,3 +177,20 @@ def test_inplace_inverse_off_agrees_and_second_backward_raises():
     loss.backward(retain_graph=True)
     with pytest.raises(ReversibleBackwardError):
         loss.backward()
+
+
+@pytest.mark.parametrize("name", ["revs_resnet_test", "revsformer_test"])
+def test_bf16_autocast_streams_stay_float32(name):
+    torch.manual_seed(0)
+    base = revsnn.create_model(name, memory_mode="none")
+    x = torch.randn(2, 3, 8, 8)
+    out = {}
+    for mode in ("none", "reversible"):
+        m = copy.deepcopy(base).set_memory_mode(mode)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+        y.float().sum().backward()
+        out[mode] = (y.detach(), {n: p.grad for n, p in m.named_parameters()})
+        assert all(p.grad.dtype == torch.float32 for p in m.parameters())
+    assert torch.equal(out["reversible"][0], out["none"][0])
+    assert global_rel(out["reversible"][1], out["none"][1]) < 1e-3

@@ -217,13 +217,17 @@ class _Stem(RecomputedPart):
         y = self.bn(self.conv(x))  # [N, width, H', W']
         return self.pool(y) if self.pool is not None else y
 
+    def _stream(self, y: torch.Tensor) -> torch.Tensor:
+        # Reversible streams stay in the parameters' precision (float32) under autocast.
+        return y.to(self.conv.weight.dtype)
+
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """``[B, C, H, W]`` -> ``[T, B, width, H', W']`` (a broadcast over T), or
         ``[T, B, C, H, W]`` -> ``[T, B, width, H', W']``."""
         if x.dim() == 4:
-            return repeat_time(self.run(x), T)  # [T, B, width, H', W']
+            return repeat_time(self._stream(self.run(x)), T)  # [T, B, width, H', W']
         if x.dim() == 5:
-            return unfold(self.run(fold(x)), x.shape[0])  # [T*B, ...] -> [T, B, ...]
+            return unfold(self._stream(self.run(fold(x))), x.shape[0])  # [T*B,...] -> [T,B,...]
         raise ValueError(
             f"{type(self).__name__} expects [B, {self.in_channels}, H, W] or "
             f"[T, B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
@@ -271,7 +275,7 @@ class Downsample(RecomputedPart):
             raise ValueError(
                 f"Downsample expects [T, B, {self.c_in}, H, W], got shape {tuple(x.shape)}"
             )
-        return self.run(x)
+        return self.run(x).to(x.dtype)  # the stream keeps its precision under autocast
 
 
 class ConvBranch(nn.Module):

@@ -103,7 +103,7 @@ class SpikingTokenizer(nn.Module):
         s = self.sn0(self.stem(x, T))  # [T, B, D/8, H, W] spikes
         for stage in self.stages:
             s = stage(s)
-        return s  # [T, B, D, H/4, W/4]
+        return s.to(self.stem.conv.weight.dtype)  # [T, B, D, H/4, W/4], float32 under autocast
 
 
 class SpikingSelfAttention(nn.Module):

@@ -247,13 +247,19 @@ def lean_neuron(neuron: BaseNeuron) -> BaseNeuron:
 
 
 # ----------------------------------------------------------------------------- conv / pool
+def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
 class _SpikeConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s, weight, bias, stride, padding, dilation, groups):
         ctx.conf = (stride, padding, dilation, groups, None if bias is None else bias.shape)
         ctx.dtype = s.dtype
         ctx.save_for_backward(pack_spikes(s, "SpikeConv2d"), weight)
-        return F.conv2d(s, weight, bias, stride, padding, dilation, groups)
+        out = F.conv2d(s, weight, bias, stride, padding, dilation, groups)
+        ctx.compute_dtype = out.dtype  # differs from s.dtype under autocast
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -263,21 +269,26 @@ class _SpikeConvFn(torch.autograd.Function):
         bias_sizes = list(bias_shape) if bias_shape is not None else None
         need_i, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias_shape is not None and ctx.needs_input_grad[2]
+        # Under autocast the forward ran on casts of s and W: differentiate the same kernel and
+        # cast the gradients back, as autograd's cast nodes would.
+        cd = ctx.compute_dtype
+        grad_out, w = _cast(grad_out, cd), _cast(weight, cd)
         gi = gw = gb = None
         if need_w or need_b:
             # Weight/bias gradients first, so the float spikes are dropped before dL/ds exists.
-            s = unpack_spikes(packed, ctx.dtype)
+            s = unpack_spikes(packed, cd)
             _, gw, gb = torch.ops.aten.convolution_backward(
-                grad_out, s, weight, bias_sizes, *conf, [False, need_w, need_b]
+                grad_out, s, w, bias_sizes, *conf, [False, need_w, need_b]
             )
             del s
         if need_i:
             # dL/ds reads only the input's shape: pass a zero-stride stand-in (no copy).
-            shape_only = packed.new_zeros((), dtype=ctx.dtype).expand(packed.shape)
+            shape_only = packed.new_zeros((), dtype=cd).expand(packed.shape)
             gi = torch.ops.aten.convolution_backward(
-                grad_out, shape_only, weight, bias_sizes, *conf, [True, False, False]
+                grad_out, shape_only, w, bias_sizes, *conf, [True, False, False]
             )[0]
-        return gi, gw, gb, None, None, None, None
+        return (_cast(gi, ctx.dtype), _cast(gw, weight.dtype),
+                _cast(gb, weight.dtype), None, None, None, None)
 
 
 class SpikeConv2d(nn.Conv2d):
@@ -359,17 +370,20 @@ class _SpikeAttentionFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, scale):
         ctx.scale = scale
-        ctx.dtype = q.dtype
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
         ctx.save_for_backward(
             pack_spikes(q, "spike_attention q"), pack_spikes(k, "spike_attention k"),
             pack_spikes(v, "spike_attention v"),
         )
-        return plain_spike_attention(q, k, v, scale)
+        out = plain_spike_attention(q, k, v, scale)
+        ctx.compute_dtype = out.dtype  # differs under autocast
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        q, k, v = (unpack_spikes(b, ctx.dtype) for b in ctx.saved_tensors)
-        g = grad * ctx.scale
+        cd = ctx.compute_dtype
+        q, k, v = (unpack_spikes(b, cd) for b in ctx.saved_tensors)
+        g = _cast(grad, cd) * ctx.scale
         kt = k.transpose(-2, -1)
         if _attention_order(q.shape[-2], q.shape[-1]):
             m = kt @ v  # [.., d, d]
@@ -383,7 +397,8 @@ class _SpikeAttentionFn(torch.autograd.Function):
             dv = a.transpose(-2, -1) @ g
             dq = da @ kt.transpose(-2, -1)
             dkt = q.transpose(-2, -1) @ da
-        return dq, dkt.transpose(-2, -1), dv, None
+        dq_t, dk_t, dv_t = ctx.dtypes
+        return _cast(dq, dq_t), _cast(dkt.transpose(-2, -1), dk_t), _cast(dv, dv_t), None
 
 
 def spike_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
@@ -407,13 +422,15 @@ class _NormSpikeFn(torch.autograd.Function):
     def forward(ctx, c, weight, bias, bn, neuron, T):
         b = bn(c)  # [T*B, C, ...]; updates running statistics exactly as the plain module
         ctx.bn, ctx.neuron, ctx.T = bn, neuron, T
+        ctx.b_dtype = b.dtype  # BN may run in another precision than c under autocast
         ctx.save_for_backward(c, weight, bias)
         # Spikes overwrite BN(c) step by step (B(c)[t] is dead once step t has fired).
         return _neuron_forward(neuron, b.unflatten(0, (T, c.shape[0] // T)), overwrite=True)
 
     @staticmethod
     def backward(ctx, grad_s):
-        c, weight, bias = ctx.saved_tensors
+        c_in, weight, bias = ctx.saved_tensors
+        c = _cast(c_in, ctx.b_dtype)
         bn, T = ctx.bn, ctx.T
         train = _bn_uses_batch_stats(bn)
         rm, rv = (None, None) if train else (bn.running_mean, bn.running_var)
@@ -428,9 +445,9 @@ class _NormSpikeFn(torch.autograd.Function):
             gb.flatten(0, 1), c, weight, mean, invstd, train, bn.running_mean, bn.running_var,
             bn.eps,
         )
-        return (gc if ctx.needs_input_grad[0] else None,
-                gw if ctx.needs_input_grad[1] else None,
-                gbias if ctx.needs_input_grad[2] else None, None, None, None)
+        return (_cast(gc, c_in.dtype) if ctx.needs_input_grad[0] else None,
+                _cast(gw, weight.dtype) if ctx.needs_input_grad[1] else None,
+                _cast(gbias, bias.dtype) if ctx.needs_input_grad[2] else None, None, None, None)
 
 
 def _bn_backward_into(
