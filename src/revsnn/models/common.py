@@ -28,6 +28,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 
 from ..reversible.mode import HasMemoryMode, MemoryMode
 from ..reversible.state import RecomputeState, frozen_norm_stats
@@ -125,8 +126,14 @@ class _RecomputeFn(torch.autograd.Function):
         with torch.enable_grad(), ctx.state.replay(), frozen_norm_stats(part):
             out = part.body(x)
         part.recompute_count += 1
-        inputs: List[torch.Tensor] = ([x] if need_x else []) + [ctx.params[i] for i in pidx]
-        grads = torch.autograd.grad(out, inputs, grad, allow_unused=True) if inputs else ()
+        inputs: list = ([get_gradient_edge(x)] if need_x else []) + [ctx.params[i] for i in pidx]
+        grads = ()
+        if inputs:
+            # Hold the graph by its edges only: the recomputed output and the rebuilt input are
+            # not needed by the backward (whatever is, the graph saved), so they are freed now.
+            root = get_gradient_edge(out)
+            del out, x
+            grads = torch.autograd.grad(root, inputs, grad, allow_unused=True)
         gx = grads[0] if need_x else None
         gparams: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
         for i, g in zip(pidx, grads[1:] if need_x else grads):
@@ -142,6 +149,9 @@ class RecomputedPart(HasMemoryMode, nn.Module):
     """
 
     binary_input: bool = False
+    #: set False to keep this part's graph as plain autograd in every mode (for parts whose
+    #: saved tensors are freed before the network's memory peak anyway)
+    recompute: bool = True
 
     def __init__(self, memory_mode: Union[str, MemoryMode] = MemoryMode.NONE) -> None:
         super().__init__()
@@ -160,7 +170,7 @@ def recompute(part: RecomputedPart, x: torch.Tensor) -> torch.Tensor:
     """Evaluate ``part.body(x)``; outside ``"none"`` keep only ``x`` and recompute in backward."""
     params = tuple(p for p in part.parameters())
     needs = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
-    if part.memory_mode is MemoryMode.NONE or not needs:
+    if part.memory_mode is MemoryMode.NONE or not part.recompute or not needs:
         return part.body(x)
     return _RecomputeFn.apply(part, part.binary_input, x, *params)
 

@@ -20,8 +20,8 @@ Spiking MLP (G): ``BN(W_2 LIF(BN(W_1 LIF(x) + b_1)) + b_2)``, hidden 4 D.
 Neurons: LIF tau = 2 (Sigmoid alpha = 4) on static images; tau = 1.5 on event frames.
 
 Memory: lean neurons, spike convolutions saving bool, attention saving bool q/k/v; in
-``"checkpoint"``/``"reversible"`` the tokenizer is recomputed in backward stage by stage, each
-stage keeping only its input spikes as ``bool``.
+``"checkpoint"``/``"reversible"`` the stem and the two full-resolution tokenizer stages are
+recomputed in backward, each keeping only its input (spikes as ``bool``).
 """
 
 from __future__ import annotations
@@ -63,9 +63,11 @@ class _TokenizerStage(RecomputedPart):
     binary_input = True
 
     def __init__(
-        self, c_in: int, c_out: int, pool: bool, neuron: Optional[nn.Module], lean: bool
+        self, c_in: int, c_out: int, pool: bool, neuron: Optional[nn.Module], lean: bool,
+        recompute: bool = True,
     ) -> None:
         super().__init__()
+        self.recompute = bool(recompute)
         self.pool = (SpikeMaxPool2d(3, 2, 1) if lean else nn.MaxPool2d(3, 2, 1)) if pool else None
         self.conv = conv_bn(c_in, c_out, 3, lean=lean)
         self.sn = neuron
@@ -84,9 +86,19 @@ class _TokenizerStage(RecomputedPart):
 
 class SpikingTokenizer(nn.Module):
     """conv3x3 -> BN, then 4 x [LIF -> (max-pool) -> conv3x3 -> BN]: ``[B, C, H, W]`` (repeated
-    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]``."""
+    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]``.
 
-    def __init__(self, in_channels: int, D: int, nf: NeuronFactory, lean: bool = True) -> None:
+    Outside ``"none"`` the stem and the first ``recompute_stages`` stages (the full-resolution
+    ones by default) keep only their input and recompute in backward. The pooled stages are
+    left as plain graphs: their backward runs, and frees what they saved, before the backward
+    of the full-resolution stages, where the network's memory peaks, so recomputing them would
+    cost time and save no peak memory.
+    """
+
+    def __init__(
+        self, in_channels: int, D: int, nf: NeuronFactory, lean: bool = True,
+        recompute_stages: int = 2,
+    ) -> None:
         super().__init__()
         if D % 8:
             raise ValueError(f"embedding width D must be divisible by 8, got {D}")
@@ -95,7 +107,7 @@ class SpikingTokenizer(nn.Module):
         self.sn0 = nf()
         self.stages = nn.ModuleList(
             _TokenizerStage(chans[i], chans[i + 1], pool=i >= 2, neuron=nf() if i < 3 else None,
-                            lean=lean)
+                            lean=lean, recompute=i < recompute_stages)
             for i in range(4)
         )
 
