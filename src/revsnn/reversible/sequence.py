@@ -11,10 +11,13 @@ Both couplings are chains of additive updates on two registers ``(a, b)``, start
   come out swapped: ``(y1, y2) = (b, a)``.
 
 Each stage is ``dst <- dst + h_1(src) + h_2(src) + ...`` (added in order), so its inverse is
-``dst <- dst - ... - h_2(src) - h_1(src)`` with ``src`` unchanged. In REVERSIBLE mode the
-forward runs every stage once without a graph and saves only the output (``save_for_backward``);
-the backward walks the stages last to first, recomputes each stage once with grad on the
-rebuilt ``src``, rebuilds ``dst`` and back-propagates::
+``dst <- dst - ... - h_2(src) - h_1(src)`` with ``src`` unchanged. In REVERSIBLE mode every
+stage is an autograd Function that runs once without a graph and saves nothing; a final join
+concatenates the registers and saves only the output ``y`` (``save_for_backward``). The backward
+walks the stages last to first, handing the rebuilt registers from stage to stage; each stage
+recomputes its branches once with grad on the rebuilt ``src``, rebuilds ``dst`` and
+back-propagates, returning its parameters' gradients at once (autograd accumulates them, and
+DistributedDataParallel reduces them, stage by stage)::
 
     d_src += (d h / d src)^T d_dst        d_theta += (d h / d theta)^T d_dst
 
@@ -31,6 +34,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 from torch.utils.checkpoint import checkpoint
 
 from .coupling import ParaRevCoupling, RevCoupling, apply_branch
@@ -104,14 +108,87 @@ def _invert_stage(stage: _Stage, regs: List[torch.Tensor], outs: Sequence[torch.
     regs[stage.dst] = dst
 
 
-class _ReversibleFunction(torch.autograd.Function):
+class _Link:
+    """The registers being rebuilt during one backward, handed from each stage to the one before.
+
+    The join's backward fills ``regs`` from the saved output; every stage's backward reads the
+    registers of its output from here and leaves those of its input.
+    """
+
+    __slots__ = ("regs", "consumed")
+
+    def __init__(self) -> None:
+        self.regs: List[Optional[torch.Tensor]] = [None, None]
+        self.consumed = False
+
+
+class _StageFunction(torch.autograd.Function):
+    """One stage ``dst <- dst + sum_i h_i(src)`` with nothing saved: its backward takes the
+    output registers from the link, recomputes ``h(src)`` with grad, rebuilds ``dst`` and returns
+    the gradients -- the parameters' gradients included, so that autograd accumulates them (and
+    DistributedDataParallel starts reducing them) stage by stage, not after the whole sequence."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, seq: ReversibleSequence, *params: torch.Tensor):
-        y, states = seq.forward_with_states(x)  # no graph; [T, B, 2C, ...]
-        ctx.seq = seq
-        ctx.stages = seq._stages
-        ctx.states = states
-        ctx.params = params
+    def forward(ctx, link: _Link, seq: ReversibleSequence, stage: _Stage,
+                state: RecomputeState, r0: torch.Tensor, r1: torch.Tensor,
+                *params: torch.Tensor):
+        ctx.link, ctx.seq, ctx.stage, ctx.state = link, seq, stage, state
+        regs = [r0, r1]
+        _apply_stage(stage, regs)
+        return regs[0], regs[1]  # the source register passes through unchanged
+
+    @staticmethod
+    def backward(ctx, d0: torch.Tensor, d1: torch.Tensor):
+        link, seq, stage = ctx.link, ctx.seq, ctx.stage
+        regs, dst = link.regs, stage.dst
+        d_dst, d_src = (d0, d1) if dst == 0 else (d1, d0)
+        src = regs[1 - dst].detach().requires_grad_(True)
+        params = stage.params()
+        with torch.enable_grad(), ctx.state.replay(), frozen_norm_stats(*stage.modules):
+            outs = stage.run(src)
+        seq.recompute_count += 1
+        with torch.no_grad():
+            if seq.inplace_inverse:
+                for h in reversed(outs):
+                    regs[dst].sub_(h.detach())
+                h = None  # the loop's last output must not outlive the inversion
+            else:
+                _invert_stage(stage, regs, [o.detach() for o in outs])
+        outs = [o for o in outs if o.requires_grad]
+        grads: Tuple[Optional[torch.Tensor], ...] = (None,) * (1 + len(params))
+        if outs:
+            # Hold the recomputed graph by its edges only: the branch outputs themselves are
+            # not needed by the backward (what is, the graph saved), so they are freed now.
+            n_out = len(outs)
+            roots = [get_gradient_edge(o) for o in outs]
+            del outs
+            grads = torch.autograd.grad(
+                roots, [src, *params], grad_outputs=[d_dst] * n_out, allow_unused=True
+            )
+            del roots
+        del src
+        g_src = grads[0]
+        if g_src is None:
+            d_src_in = d_src
+        elif _shares_storage(g_src, d_dst) or _shares_storage(g_src, d_src):
+            d_src_in = g_src + d_src
+        else:
+            d_src_in = g_src.add_(d_src)  # a buffer autograd.grad made for us alone
+        del g_src, d_src
+        d_in = (d_dst, d_src_in) if dst == 0 else (d_src_in, d_dst)
+        return (None, None, None, None, *d_in, *grads[1:])
+
+
+class _JoinFunction(torch.autograd.Function):
+    """Concatenate the final registers into the output ``y`` and save only ``y``; its backward
+    hands ``y``'s halves to the link (as aliases with their own version counter when the
+    inverse runs in place)."""
+
+    @staticmethod
+    def forward(ctx, link: _Link, seq: ReversibleSequence, r0: torch.Tensor, r1: torch.Tensor):
+        ctx.link, ctx.seq = link, seq
+        regs = (r0, r1)
+        y = torch.cat([regs[i] for i in seq._out_order], dim=2)
         ctx.save_for_backward(y)
         return y
 
@@ -124,55 +201,24 @@ class _ReversibleFunction(torch.autograd.Function):
                 "backward through a ReversibleSequence a second time: its saved output was "
                 "freed by the first backward; pass retain_graph=True to the first backward"
             ) from err
-        seq: ReversibleSequence = ctx.seq
-        if getattr(ctx, "consumed", False):
+        link, seq = ctx.link, ctx.seq
+        if link.consumed:
             raise ReversibleBackwardError(
                 "backward through a ReversibleSequence with inplace_inverse=True a second time: "
                 "the first backward rebuilt the input inside the saved output's storage"
             )
-        ctx.consumed = seq.inplace_inverse
-        index = {id(p): i for i, p in enumerate(ctx.params)}
-        grads: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
-        # dx is allocated once; its halves accumulate the register gradients in place.
-        dx = torch.empty_like(dy, memory_format=torch.contiguous_format)  # [T, B, 2C, ...]
-        dregs = list(dx.chunk(2, dim=2))
-        regs: List[torch.Tensor] = [None, None]  # type: ignore[list-item]
+        link.consumed = seq.inplace_inverse
+        d: List[Optional[torch.Tensor]] = [None, None]
         for k, yk, dyk in zip(seq._out_order, y.chunk(2, dim=2), dy.chunk(2, dim=2)):
-            dregs[k].copy_(dyk)
             # In place: an alias of y's storage with its own version counter, so that
             # rebuilding one half does not invalidate the other half saved by a branch.
-            regs[k] = _alias(yk) if seq.inplace_inverse else yk.detach()
-        for stage, state in zip(reversed(ctx.stages), reversed(ctx.states)):
-            src = regs[1 - stage.dst].detach().requires_grad_(True)
-            params = stage.params()
-            with torch.enable_grad(), state.replay(), frozen_norm_stats(*stage.modules):
-                outs = stage.run(src)
-            seq.recompute_count += 1
-            with torch.no_grad():
-                if seq.inplace_inverse:
-                    for h in reversed(outs):
-                        regs[stage.dst].sub_(h.detach())
-                else:
-                    _invert_stage(stage, regs, [o.detach() for o in outs])
-            outs = [o for o in outs if o.requires_grad]
-            if not outs:
-                continue
-            g = torch.autograd.grad(
-                outs,
-                [src, *params],
-                grad_outputs=[dregs[stage.dst]] * len(outs),
-                allow_unused=True,
-            )
-            del outs, src  # free the recomputed graph's inputs before the next stage
-            if g[0] is not None:
-                dregs[1 - stage.dst].add_(g[0])
-            for p, gp in zip(params, g[1:]):
-                if gp is None:
-                    continue
-                i = index[id(p)]
-                grads[i] = gp if grads[i] is None else grads[i] + gp
-            del g
-        return (dx, None, *grads)
+            link.regs[k] = _alias(yk) if seq.inplace_inverse else yk.detach()
+            d[k] = dyk
+        return (None, None, d[0], d[1])
+
+
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _alias(t: torch.Tensor) -> torch.Tensor:
@@ -299,21 +345,18 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
                 f"count [T, B, 2C, ...], got {x.shape[2]} in shape {tuple(x.shape)}"
             )
 
-    def _params(self) -> List[nn.Parameter]:
-        seen, out = set(), []
-        for s in self._stages:
-            for p in s.params():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         mode = self.memory_mode
-        if mode is MemoryMode.REVERSIBLE and torch.is_grad_enabled():
-            return _ReversibleFunction.apply(x, self, *self._params())
         regs = list(x.chunk(2, dim=2))  # [T, B, C, ...] each
+        if mode is MemoryMode.REVERSIBLE and torch.is_grad_enabled():
+            link = _Link()
+            for stage in self._stages:
+                state = RecomputeState.capture(x, rng=self.preserve_rng_state)
+                regs = list(
+                    _StageFunction.apply(link, self, stage, state, *regs, *stage.params())
+                )
+            return _JoinFunction.apply(link, self, *regs)
         if mode is MemoryMode.CHECKPOINT and torch.is_grad_enabled():
             for stage in self._stages:
                 regs = list(
