@@ -229,3 +229,32 @@ def test_threshold_fixups_work_on_channels_last_states():
         grads[mode] = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
     err = (grads["none"] - grads["reversible"]).abs().max() / grads["none"].abs().max()
     assert err < 1e-4
+
+
+def test_float64_states_rebuild_long_T_without_storing():
+    """At alpha = 0.5 the rebuild error doubles per column: float32 states force a stored
+    column within T = 16; float64 states (float32 levels) rebuild all 16 columns, stay within
+    the float32 tolerance and give the oracle's gradients."""
+    T = 16
+    s = torch.randn(3, 2, 8, 8)
+    narrow = make_engine(T=T, dtype=torch.float32)
+    run(narrow, "reversible", s)
+    assert narrow.memory_summary()["stored_columns"], "float32 states should need a store"
+
+    wide = make_engine(T=T, dtype=torch.float32, state_dtype=torch.float64)
+    ref = run(wide, "none", s)
+    res = run(wide, "reversible", s)
+    summary = wide.memory_summary()
+    assert summary["stored_columns"] == []
+    assert summary["est_max_rel_error"] <= summary["tolerance"]
+    assert_same(res, ref, 1e-5)
+    m = wide.reconstruction_error(s)
+    assert m["flips"] == 0 and m["max_rel_error"] < 1e-9
+    # the levels still compute (and their parameters train) in float32
+    assert all(g.dtype == torch.float32 for g in res[2].values())
+    assert res[1].dtype == torch.float32
+
+
+def test_state_dtype_must_be_floating():
+    with pytest.raises(ValueError, match="state_dtype"):
+        make_engine(T=2, state_dtype=torch.int32)

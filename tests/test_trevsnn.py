@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import revsnn
+from revsnn.bench.memory import saved_tensor_bytes
 from revsnn.models.trevsnn import TRevSNN, TRevSNNBPTT
 from revsnn.reversible.check import CallCounter
 from revsnn.train.loss import column_loss
@@ -180,7 +181,6 @@ def test_bptt_trains_with_checkpoint_equal_to_none():
 
 
 def test_reversible_saved_memory_is_flat_in_T():
-    from revsnn.bench.memory import saved_tensor_bytes
 
     def saved(T, mode):
         torch.manual_seed(0)
@@ -200,3 +200,22 @@ def test_memory_summary_reports_the_policy():
     assert s["memory_mode"] == "reversible" and s["stored_columns"] == [2]
     assert s["stored_bytes_per_image"] > 0 and s["recompute_count"] == 16
     assert isinstance(m, TRevSNN)
+
+
+def test_long_T_rebuilds_every_column_with_the_default_tolerance():
+    """float64 states: T = 16 columns are all rebuilt (none stored) at the default tolerance,
+    so the memory kept for backward is the same at T = 4 and T = 16."""
+
+    def kept(T):
+        torch.manual_seed(0)
+        m = revsnn.create_model("trevsnn_test", T=T)
+        x = torch.randn(4, 3, 8, 8)
+        exclude = [*m.parameters(), *m.buffers(), x]
+        n = saved_tensor_bytes(lambda: m(x).sum(), exclude=exclude)
+        column_loss(m.forward_heads(x), torch.tensor([0, 1, 2, 3])).backward()
+        return n, m.memory_summary()
+
+    n4, _ = kept(4)
+    n16, s16 = kept(16)
+    assert s16["stored_columns"] == [] and s16["est_max_rel_error"] <= s16["tolerance"]
+    assert n16 <= 1.05 * n4

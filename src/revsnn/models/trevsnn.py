@@ -147,7 +147,7 @@ class TRevSNN(SpikingModel):
         self.columns = TemporalColumns(
             columns, C, memory_mode=memory_mode, alpha_init=alpha_init, alpha_floor=alpha_floor,
             tolerance=tolerance, store_every=store_every, thresholds=SPIKE_THRESHOLDS,
-            readout=PooledReadout(T - 1),
+            readout=PooledReadout(T - 1), state_dtype=torch.float64,
         )
         self.heads = self._make_heads(self.num_classes)
         self.set_memory_mode(memory_mode)

@@ -39,7 +39,7 @@ level sees ``S(c)``, so an input error that moves no value across a threshold le
 recomputed level output bit-identical). Policy, decided online in the forward (O(1) states):
 
 - when a rebuilt column's bound would exceed ``tolerance * max|c_k|`` (default ``1e3 * eps``
-  of the stream dtype, as :func:`revsnn.reversible.check.check_invertible`), the previous
+  of the levels' compute dtype, as :func:`revsnn.reversible.check.check_invertible`), the previous
   column's states are **stored** (exact) instead of rebuilt; ``store_every=k`` also stores
   every k-th column;
 - with ``thresholds`` (the model's spike thresholds, e.g. 0, 0.5, 1 for the stateless spike:
@@ -47,6 +47,14 @@ recomputed level output bit-identical). Policy, decided online in the forward (O
   lying within ``tolerance * max|c_k|`` of a threshold are stored sparsely (index, value) and
   written back after the rebuild, so a rebuilt value can never cross a threshold: spikes and
   surrogate masks of the recomputation equal the forward's.
+
+State precision. The rounding of ``c^t = out + alpha * c^{t-1}`` is the only information the
+inverse loses, and dividing by ``alpha`` doubles it per column at ``alpha = 0.5``: with float32
+states a rebuilt column 10 steps back exceeds the default tolerance and would be stored.
+``state_dtype=torch.float64`` keeps the states (and that recurrence) in float64 while the levels
+compute in float32 (their inputs are cast, spikes are unchanged except within a float32 ulp of
+a threshold, where the fix-ups apply), so T-RevSNN rebuilds up to T ~ 40 columns without
+storing any, for one float64 copy of the last column's states.
 
 :meth:`TemporalColumns.memory_summary` reports what the last forward stored and the estimated
 errors; :meth:`TemporalColumns.reconstruction_error` measures the true rebuild error.
@@ -117,13 +125,19 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         memory_mode: "none" | "checkpoint" | "reversible" (default).
         alpha_floor: ``|alpha|`` is kept >= this value (sign kept) before every forward.
         tolerance: relative bound on the rebuild error of a column before it is stored
-            instead (``None``: ``1e3 * eps`` of the stream dtype; ``math.inf``: never store,
+            instead (``None``: ``1e3 * eps`` of the compute dtype; ``math.inf``: never store,
             no fix-ups -- pure rebuild, for measurements).
         store_every: also store every k-th column (0: never).
         thresholds: input thresholds of the levels' spike functions (see module docstring).
         readout: parameter-free ``readout(t, c_top^t)`` applied to each column's top state;
             the engine returns ``[readout(t, c_{L-1}^t) for t]`` (identity by default).
         preserve_rng_state: capture and replay RNG state for the recomputation (dropout).
+        state_dtype: dtype of the states ``c`` and of the alpha recurrence (``None``: the
+            parameters' dtype). The levels still compute in the parameters' dtype (their
+            inputs are cast to it); a wider state dtype (float64 under float32 levels) keeps
+            the rounding of ``out + alpha * c`` -- the only information the inverse can lose
+            -- ``2**29`` times smaller, so rebuilding stays exact enough for long T without
+            storing columns. Costs one extra state width for the kept last column.
     """
 
     def __init__(
@@ -138,6 +152,7 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         thresholds: Sequence[float] = (),
         readout: Optional[Readout] = None,
         preserve_rng_state: bool = True,
+        state_dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         levels = [list(col) for col in levels]
@@ -174,6 +189,11 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         self.thresholds = tuple(float(v) for v in thresholds)
         self.readout = readout
         self.preserve_rng_state = bool(preserve_rng_state)
+        if state_dtype is not None and not (
+            isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
+        ):
+            raise ValueError(f"state_dtype must be a floating torch.dtype, got {state_dtype!r}")
+        self.state_dtype = state_dtype
         self.recompute_count = 0  # levels recomputed by reversible backward (for checks)
         self.last_report = ColumnReport()
 
@@ -212,6 +232,20 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             low = float(torch.stack([a.abs().min() for a in alphas]).min())
         return low
 
+    def _dtypes(self) -> Tuple[torch.dtype, torch.dtype]:
+        """(compute dtype of the levels = the parameters', dtype of the states)."""
+        cd = self.alpha[0][0].dtype
+        sd = self.state_dtype or cd
+        return cd, (sd if torch.finfo(sd).bits >= torch.finfo(cd).bits else cd)
+
+    def _level(self, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
+               level: Optional[Callable] = None) -> torch.Tensor:
+        """``L_k^t(lower, upper)``: inputs cast to the compute dtype, output to the state dtype."""
+        cd, sd = self._dtypes()
+        fn = self.levels[t][k] if level is None else level
+        out = fn(lower.to(cd), None if upper is None else upper.to(cd))
+        return out.to(sd)
+
     def _tol(self, dtype: torch.dtype) -> float:
         return 1e3 * torch.finfo(dtype).eps if self.tolerance is None else float(self.tolerance)
 
@@ -227,6 +261,7 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         return s
 
     def _readout(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
+        c_top = c_top.to(self._dtypes()[0])
         return c_top if self.readout is None else self.readout(t, c_top)
 
     # ------------------------------------------------------------------------- one column
@@ -238,7 +273,6 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         states: Optional[List[RecomputeState]] = None,
     ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L."""
-        dtype = self.alpha[t][0].dtype
         c: List[torch.Tensor] = []
         outs: List[torch.Tensor] = []
         for k in range(self.L):
@@ -246,9 +280,9 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             upper = c_prev[k + 1] if (c_prev is not None and k < self.L - 1) else None
             if states is not None:
                 states.append(RecomputeState.capture(lower, rng=self.preserve_rng_state))
-            out = self.levels[t][k](lower, upper).to(dtype)
+            out = self._level(t, k, lower, upper)
             prev = c_prev[k] if c_prev is not None else torch.zeros_like(out)
-            c.append(out + self.alpha[t][k] * prev)
+            c.append(out + self.alpha[t][k].to(out.dtype) * prev)
             outs.append(out)
         return c, outs
 
@@ -281,9 +315,9 @@ class TemporalColumns(HasMemoryMode, nn.Module):
     def _reversible_forward(self, s_list: List[torch.Tensor]) -> Dict[str, Any]:
         """Forward without a graph, deciding online which columns to store (see docstring)."""
         T, L = self.T, self.L
-        dtype = self.alpha[0][0].dtype
-        u = torch.finfo(dtype).eps / 2
-        tol = self._tol(dtype)
+        cd, sd = self._dtypes()
+        u = torch.finfo(sd).eps / 2
+        tol = self._tol(cd)
         fix = bool(self.thresholds) and math.isfinite(tol)
         report = ColumnReport(tolerance=tol, batch=int(s_list[0].shape[0]))
         states: List[List[RecomputeState]] = []
@@ -435,11 +469,10 @@ class TemporalColumns(HasMemoryMode, nn.Module):
                     lower = s_list[t if len(s_list) > 1 else 0] if k == 0 else c_t[k - 1]
                     upper = c_p[k + 1] if k < L - 1 else None
                     with states[t][k].replay():
-                        out = self.levels[t][k](lower, upper).to(c_t[k].dtype)
+                        out = self._level(t, k, lower, upper)
                     c_p[k] = (c_t[k] - out) / self.alpha[t][k]
                 rebuilt[t - 1] = c_p
-        dtype = self.alpha[0][0].dtype
-        u = torch.finfo(dtype).eps / 2
+        u = torch.finfo(self._dtypes()[1]).eps / 2
         per_col, flips, maxabs, delta, amin = [], 0, [], [[0.0] * L], [[1.0] * L]
         for t in range(T):
             errs = []
@@ -507,6 +540,7 @@ class _ColumnFunction(torch.autograd.Function):
     def backward(ctx, *g_out: Optional[torch.Tensor]):
         eng: TemporalColumns = ctx.engine
         T, L, n_s = eng.T, eng.L, ctx.n_s
+        cd = eng._dtypes()[0]
         try:
             saved = list(ctx.saved_tensors)
         except RuntimeError as err:
@@ -534,7 +568,7 @@ class _ColumnFunction(torch.autograd.Function):
         for t in reversed(range(T)):
             si = t if n_s > 1 else 0
             if g_out[t] is not None:  # the readout of this column's top state
-                top = c_t[L - 1].detach().requires_grad_(True)
+                top = c_t[L - 1].detach().to(cd).requires_grad_(True)
                 with torch.enable_grad():
                     r = eng._readout(t, top)
                 if r.requires_grad:
@@ -546,17 +580,20 @@ class _ColumnFunction(torch.autograd.Function):
             for k in reversed(range(L)):
                 level, alpha = eng.levels[t][k], eng.alpha[t][k]
                 need_lower = k > 0 or s_grad[si]
-                lower = (s_list[si] if k == 0 else c_t[k - 1]).detach().requires_grad_(need_lower)
+                # Leaves in the compute dtype: the state gradients stay in it (only the states
+                # and their alpha recurrence use the wider state dtype).
+                lower = s_list[si] if k == 0 else c_t[k - 1]
+                lower = lower.detach().to(cd).requires_grad_(need_lower)
                 upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
                 if upper is not None:
-                    upper = upper.detach().requires_grad_(True)
+                    upper = upper.detach().to(cd).requires_grad_(True)
                 # Parameters enter the recomputation as detached aliases: gradients are taken
                 # with respect to the aliases, so hooks on the real parameters fire once, on the
                 # total returned below, never on per-level partial sums.
                 named = [(n, p) for n, p in level.named_parameters() if p.requires_grad]
                 alias = {n: p.detach().requires_grad_(True) for n, p in named}
                 with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level):
-                    out = functional_call(level, alias, (lower, upper)).to(alpha.dtype)
+                    out = functional_call(level, alias, (lower, upper)).to(cd)
                 eng.recompute_count += 1
                 if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
                     with torch.no_grad():
@@ -573,7 +610,7 @@ class _ColumnFunction(torch.autograd.Function):
                     continue
                 if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
                     prev = c_p[k] if t > 0 else torch.zeros_like(g)
-                    accumulate(alpha, (g * prev).sum_to_size(alpha.shape))
+                    accumulate(alpha, (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
                 if t > 0:
                     dc_p[k] = _add(dc_p[k], g * alpha.detach())
                 if not out.requires_grad:
