@@ -130,9 +130,9 @@ class _StageFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, link: _Link, seq: ReversibleSequence, stage: _Stage,
-                state: RecomputeState, r0: torch.Tensor, r1: torch.Tensor,
+                state: RecomputeState, first: bool, r0: torch.Tensor, r1: torch.Tensor,
                 *params: torch.Tensor):
-        ctx.link, ctx.seq, ctx.stage, ctx.state = link, seq, stage, state
+        ctx.link, ctx.seq, ctx.stage, ctx.state, ctx.first = link, seq, stage, state, first
         regs = [r0, r1]
         _apply_stage(stage, regs)
         return regs[0], regs[1]  # the source register passes through unchanged
@@ -176,7 +176,11 @@ class _StageFunction(torch.autograd.Function):
             d_src_in = g_src.add_(d_src)  # a buffer autograd.grad made for us alone
         del g_src, d_src
         d_in = (d_dst, d_src_in) if dst == 0 else (d_src_in, d_dst)
-        return (None, None, None, None, *d_in, *grads[1:])
+        if ctx.first:
+            # The rebuilt input is not needed any more; the link (held by the graph's nodes
+            # until the whole backward ends) must not keep it -- or y's storage -- alive.
+            link.regs = [None, None]
+        return (None, None, None, None, None, *d_in, *grads[1:])
 
 
 class _JoinFunction(torch.autograd.Function):
@@ -351,11 +355,11 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         regs = list(x.chunk(2, dim=2))  # [T, B, C, ...] each
         if mode is MemoryMode.REVERSIBLE and torch.is_grad_enabled():
             link = _Link()
-            for stage in self._stages:
+            for i, stage in enumerate(self._stages):
                 state = RecomputeState.capture(x, rng=self.preserve_rng_state)
-                regs = list(
-                    _StageFunction.apply(link, self, stage, state, *regs, *stage.params())
-                )
+                regs = list(_StageFunction.apply(
+                    link, self, stage, state, i == 0, *regs, *stage.params()
+                ))
             return _JoinFunction.apply(link, self, *regs)
         if mode is MemoryMode.CHECKPOINT and torch.is_grad_enabled():
             for stage in self._stages:
