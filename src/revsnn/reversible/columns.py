@@ -62,17 +62,15 @@ errors; :meth:`TemporalColumns.reconstruction_error` measures the true rebuild e
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
-from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from .column_function import CheckpointedColumn, ColumnFunction
 from .mode import HasMemoryMode, MemoryMode
 from .state import RecomputeState, frozen_norm_stats
 
@@ -96,12 +94,6 @@ class ColumnReport:
     alpha_min_abs: float = float("nan")
     tolerance: float = float("nan")
     batch: int = 0
-
-
-def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 def _unique_params(module: nn.Module) -> List[nn.Parameter]:
@@ -297,12 +289,12 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         )
         mode = self.memory_mode
         if mode is MemoryMode.REVERSIBLE and grad:
-            return list(_ColumnFunction.apply(self, len(s_list), *s_list, *params))
+            return list(ColumnFunction.apply(self, len(s_list), *s_list, *params))
         outputs, c_prev = [], None
         for t in range(self.T):
             s_t = s_list[t if len(s_list) > 1 else 0]
             if mode is MemoryMode.CHECKPOINT and grad:
-                fn = _CheckpointedColumn(self, t)
+                fn = CheckpointedColumn(self, t)
                 c = list(checkpoint(fn, s_t, *(c_prev or ()), use_reentrant=False,
                                     preserve_rng_state=self.preserve_rng_state))
             else:
@@ -498,136 +490,3 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         )
         return {"max_rel_error": max(max(e) for e in per_col), "per_column": per_col,
                 "flips": flips, "estimate": estimate}
-
-
-class _CheckpointedColumn:
-    """One column for ``torch.utils.checkpoint``; its recomputation keeps BN statistics."""
-
-    def __init__(self, engine: TemporalColumns, t: int) -> None:
-        self.engine = engine
-        self.t = t
-        self.calls = 0
-
-    def __call__(self, s_t: torch.Tensor, *c_prev: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self.calls += 1
-        frozen = (frozen_norm_stats(*self.engine.levels[self.t]) if self.calls > 1
-                  else contextlib.nullcontext())
-        with frozen:
-            c, _ = self.engine._column(self.t, s_t, list(c_prev) if c_prev else None)
-        return tuple(c)
-
-
-class _ColumnFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, engine: TemporalColumns, n_s: int, *inputs: torch.Tensor):
-        s_list, params = list(inputs[:n_s]), inputs[n_s:]
-        res = engine._reversible_forward(s_list)
-        stored_cols = sorted(res["stored"])
-        fix_keys = sorted(res["fixups"])
-        tensors = list(s_list) + list(res["c_last"])
-        for j in stored_cols:
-            tensors += res["stored"][j]
-        for key in fix_keys:
-            tensors += list(res["fixups"][key])
-        ctx.save_for_backward(*tensors)
-        ctx.engine, ctx.n_s, ctx.params = engine, n_s, params
-        ctx.states, ctx.stored_cols, ctx.fix_keys = res["states"], stored_cols, fix_keys
-        ctx.set_materialize_grads(False)
-        return tuple(res["outputs"])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, *g_out: Optional[torch.Tensor]):
-        eng: TemporalColumns = ctx.engine
-        T, L, n_s = eng.T, eng.L, ctx.n_s
-        cd = eng._dtypes()[0]
-        try:
-            saved = list(ctx.saved_tensors)
-        except RuntimeError as err:
-            raise RuntimeError(
-                "backward through TemporalColumns a second time: its saved states were freed by "
-                "the first backward; pass retain_graph=True to the first backward"
-            ) from err
-        s_list, saved = saved[:n_s], saved[n_s:]
-        c_t, saved = saved[:L], saved[L:]
-        stored = {}
-        for j in ctx.stored_cols:
-            stored[j], saved = saved[:L], saved[L:]
-        fixups = {key: (saved[2 * i], saved[2 * i + 1]) for i, key in enumerate(ctx.fix_keys)}
-        s_grad = [ctx.needs_input_grad[2 + i] for i in range(n_s)]
-        index = {id(p): i for i, p in enumerate(ctx.params)}
-        grads: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
-        ds: List[Optional[torch.Tensor]] = [None] * n_s
-        dc: List[Optional[torch.Tensor]] = [None] * L
-
-        def accumulate(p: torch.Tensor, g: Optional[torch.Tensor]) -> None:
-            i = index.get(id(p))
-            if i is not None and g is not None:
-                grads[i] = _add(grads[i], g)
-
-        for t in reversed(range(T)):
-            si = t if n_s > 1 else 0
-            if g_out[t] is not None:  # the readout of this column's top state
-                top = c_t[L - 1].detach().to(cd).requires_grad_(True)
-                with torch.enable_grad():
-                    r = eng._readout(t, top)
-                if r.requires_grad:
-                    dc[L - 1] = _add(dc[L - 1], torch.autograd.grad(r, top, g_out[t])[0])
-            c_p: List[Optional[torch.Tensor]] = (
-                list(stored[t - 1]) if t - 1 in stored else [None] * L
-            )
-            dc_p: List[Optional[torch.Tensor]] = [None] * L
-            for k in reversed(range(L)):
-                level, alpha = eng.levels[t][k], eng.alpha[t][k]
-                need_lower = k > 0 or s_grad[si]
-                # Leaves in the compute dtype: the state gradients stay in it (only the states
-                # and their alpha recurrence use the wider state dtype).
-                lower = s_list[si] if k == 0 else c_t[k - 1]
-                lower = lower.detach().to(cd).requires_grad_(need_lower)
-                upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
-                if upper is not None:
-                    upper = upper.detach().to(cd).requires_grad_(True)
-                # Parameters enter the recomputation as detached aliases: gradients are taken
-                # with respect to the aliases, so hooks on the real parameters fire once, on the
-                # total returned below, never on per-level partial sums.
-                named = [(n, p) for n, p in level.named_parameters() if p.requires_grad]
-                alias = {n: p.detach().requires_grad_(True) for n, p in named}
-                with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level):
-                    out = functional_call(level, alias, (lower, upper)).to(cd)
-                eng.recompute_count += 1
-                if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
-                    with torch.no_grad():
-                        rebuilt = (c_t[k] - out.detach()) / alpha.detach()
-                        if (t - 1, k) in fixups:
-                            idx, val = fixups[(t - 1, k)]
-                            # idx are row-major (logical) positions: write through a
-                            # contiguous layout (a channels_last state has no flat view)
-                            rebuilt = rebuilt.contiguous()
-                            rebuilt.view(-1)[idx] = val
-                    c_p[k] = rebuilt
-                g = dc[k]
-                if g is None:
-                    continue
-                if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
-                    prev = c_p[k] if t > 0 else torch.zeros_like(g)
-                    accumulate(alpha, (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
-                if t > 0:
-                    dc_p[k] = _add(dc_p[k], g * alpha.detach())
-                if not out.requires_grad:
-                    continue
-                inputs = ([lower] if need_lower else []) + ([upper] if upper is not None else [])
-                gs = torch.autograd.grad(out, inputs + list(alias.values()), g, allow_unused=True)
-                i = 0
-                if need_lower:
-                    if k == 0:
-                        ds[si] = _add(ds[si], gs[0])
-                    else:
-                        dc[k - 1] = _add(dc[k - 1], gs[0])
-                    i = 1
-                if upper is not None:
-                    dc_p[k + 1] = _add(dc_p[k + 1], gs[i])
-                    i += 1
-                for (_, p), gp in zip(named, gs[i:]):
-                    accumulate(p, gp)
-            c_t, dc = c_p, dc_p
-        return (None, None, *ds, *grads)
