@@ -44,8 +44,10 @@ from ..spiking.binary import (
 from ..spiking.layers import repeat_time
 from ..spiking.neuron import IF, LIF
 from ..spiking.surrogate import ATan, Sigmoid
+from .base import SpikingModel, check_input
 
 __all__ = [
+    "StagedResNet",
     "NeuronFactory",
     "neuron_factory",
     "recompute",
@@ -332,3 +334,30 @@ class SpikingHead(nn.Module):
 def stage_channels(widths: Sequence[int]) -> List[int]:
     """Full-stream channels 2 * half width per stage."""
     return [2 * int(w) for w in widths]
+
+
+class StagedResNet(SpikingModel):
+    """The skeleton shared by RevSResNet and ParaRevSNN-ResNet: ``stem -> stage_1 -> DS ->
+    stage_2 -> ... -> head``. Subclasses build ``stem``, ``stages``, ``downsamples``, ``head``
+    (a :class:`SpikingHead`) and set ``in_channels`` and ``T``."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
+        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
+        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
+        for k, stage in enumerate(self.stages):
+            if k > 0:
+                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
+            z = stage(z)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))  # [B, num_classes]
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.head.reset(num_classes)
+

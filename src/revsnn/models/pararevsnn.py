@@ -37,18 +37,17 @@ from __future__ import annotations
 
 from typing import List, Sequence, Union
 
-import torch
 from torch import nn
 
 from ..reversible import MemoryMode, ParaRevCoupling, ReversibleSequence
 from ..spiking import PLIF, Sigmoid
-from .base import SpikingModel, check_input
 from .common import (
     ConvBranch,
     Downsample,
     EventStem,
     NeuronFactory,
     SpikingHead,
+    StagedResNet,
     StaticStem,
     init_weights,
     neuron_factory,
@@ -75,7 +74,7 @@ def plif_factory(tau: float = 2.0, alpha: float = 4.0) -> NeuronFactory:
     return lambda: PLIF(tau_init=tau, surrogate=Sigmoid(alpha))
 
 
-class ParaRevSNN(SpikingModel):
+class ParaRevSNN(StagedResNet):
     """ParaRevSNN-ResNet with any per-stage block counts.
 
     Args:
@@ -173,26 +172,6 @@ class ParaRevSNN(SpikingModel):
                     BranchPair(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean), self.streams)
                 )
         return ReversibleSequence(couplings, merged=merged)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
-        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
-        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
-        for k, stage in enumerate(self.stages):
-            if k > 0:
-                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
-            z = stage(z)
-        return z
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))  # [B, num_classes]
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
 
     def extra_repr(self) -> str:
         return (

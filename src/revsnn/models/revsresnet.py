@@ -23,16 +23,15 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
-import torch
 from torch import nn
 
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
-from .base import SpikingModel, check_input
 from .common import (
     ConvBranch,
     Downsample,
     EventStem,
     SpikingHead,
+    StagedResNet,
     StaticStem,
     init_weights,
     neuron_factory,
@@ -42,7 +41,7 @@ from .registry import register_model
 __all__ = ["RevSResNet", "revs_resnet"]
 
 
-class RevSResNet(SpikingModel):
+class RevSResNet(StagedResNet):
     """Reversible spiking ResNet with any per-stage block counts.
 
     Args:
@@ -107,26 +106,6 @@ class RevSResNet(SpikingModel):
         self.head = SpikingHead(chans[-1], num_classes, nf)
         init_weights(self)
         self.set_memory_mode(memory_mode)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
-        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
-        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
-        for k, stage in enumerate(self.stages):
-            if k > 0:
-                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
-            z = stage(z)
-        return z
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))  # [B, num_classes]
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}"
