@@ -45,15 +45,19 @@ def test_any_block_counts_and_event_variant():
 
 
 @pytest.mark.parametrize("frames", [False, True])
-def test_modes_agree_float64(frames):
+@pytest.mark.parametrize("recompute_ds", [False, True])
+def test_modes_agree_float64(frames, recompute_ds):
     torch.manual_seed(0)
     m = revsnn.create_model("revs_resnet_test", memory_mode="none").double()
+    for d in m.downsamples:
+        d.recompute = recompute_ds
     x = torch.randn((2, 3, 3, 8, 8) if frames else (3, 3, 8, 8), dtype=torch.float64) * 2
     out = assert_modes_agree(m, x, ["checkpoint", "reversible"], tol=1e-10)
     rev = out["reversible"]["model"]
-    # Recomputation happened once per backward in every stage and every DS layer.
+    # Recomputation happened once per backward in every stage and the stem; DS layers are
+    # plain graphs by default (freed before the peak), recomputed once when asked.
     assert all(s.recompute_count == 2 * len(s.blocks) for s in rev.stages)
-    assert all(d.recompute_count == 1 for d in rev.downsamples)
+    assert all(d.recompute_count == int(recompute_ds) for d in rev.downsamples)
     assert rev.stem.recompute_count == 1
 
 
@@ -142,23 +146,30 @@ def test_reversible_saves_only_stage_outputs_flat_in_depth():
     deep = revs_resnet((3, 4), widths=(4, 8), T=2)
     s_shallow, s_deep = _saved(shallow, x), _saved(deep, x)
     assert s_shallow == s_deep  # flat in depth
-    # Stage outputs [T, B, 8, 8, 8] and [T, B, 16, 4, 4] in float32, plus the image and the
-    # head's small [T, B, 16] input (all other non-reversible parts keep only what is kept
-    # anyway or recompute).
+    # Stage outputs [T, B, 8, 8, 8] and [T, B, 16, 4, 4] in float32, plus the image, the
+    # head's small [T, B, 16] input and the DS layer's graph (the conv's pooled input
+    # [T*B, 8, 4, 4], BN's input [T*B, 16, 4, 4], BN's mean and invstd); everything else keeps
+    # only what is kept anyway or recomputes.
     outputs = 4 * 2 * 2 * (8 * 8 * 8 + 16 * 4 * 4)
-    assert outputs <= s_deep <= outputs + 4 * (2 * 3 * 8 * 8) + 4 * 2 * 2 * 16
+    ds = 4 * 2 * 2 * (8 * 4 * 4 + 16 * 4 * 4) + 4 * 2 * 16
+    assert outputs + ds <= s_deep <= outputs + ds + 4 * (2 * 3 * 8 * 8) + 4 * 2 * 2 * 16
+    for m in (shallow, deep):
+        m.downsamples[0].recompute = True
+    assert _saved(shallow, x) == _saved(deep, x) <= outputs + 4 * (2 * 3 * 8 * 8 + 2 * 2 * 16)
     deep.set_memory_mode("none")
     assert _saved(deep, x) > 5 * s_deep
 
 
 def test_non_reversible_parts_recompute_only_outside_none():
     nf = revsnn.models.common.neuron_factory("if")
-    ds = Downsample(4, 8, nf)
+    ds = Downsample(4, 8, nf, recompute=True)
     x = torch.randn(2, 2, 4, 8, 8, requires_grad=True)
     plain = saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x])
     ds.memory_mode = "reversible"
     lean = saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x])
     assert plain > 0 and lean == 0  # only x, which the reversible sequence keeps anyway
+    ds.recompute = False  # the default: a plain graph in every mode
+    assert saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x]) == plain
     stem = StaticStem(3, 4, memory_mode="checkpoint")
     img = torch.randn(2, 3, 8, 8)
     z = stem(img, 3)
