@@ -17,6 +17,7 @@ from revsnn.spiking.binary import (
     SpikeConv2d,
     SpikeMaxPool2d,
     norm_spike,
+    norm_split,
     plain_spike_attention,
     spike_attention,
 )
@@ -166,3 +167,39 @@ def test_spike_attention_matches_plain(n_tokens, d):
         assert _rel(t1.grad, t2.grad) < 1e-12
     saved = saved_tensor_bytes(lambda: spike_attention(*leaves1, 0.125).sum())
     assert saved == 3 * q.numel()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_norm_split_equals_bn_then_split(train):
+    """split(BN(c)) with BN's backward in the gradient-gathering buffer: same values, running
+    statistics and (to rounding) gradients as the plain module; saves only c and the stats."""
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        bn = nn.BatchNorm2d(6).to(dtype)
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+        bn.train(train)
+        bn2 = copy.deepcopy(bn)
+        c = (torch.randn(5, 6, 4, 3, dtype=dtype) * 2 + 1).requires_grad_()
+        c2 = c.detach().clone().requires_grad_()
+        parts = norm_split(c, bn, (2, 4))
+        ref = bn2(c2).split([2, 4], dim=1)
+        assert [p.shape[1] for p in parts] == [2, 4]
+        for a, b in zip(parts, ref):
+            assert torch.equal(a, b)
+        g = [torch.randn_like(p) for p in parts]
+        torch.autograd.backward(parts, g)
+        torch.autograd.backward(ref, g)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert _rel(c.grad, c2.grad) < tol
+        assert _rel(bn.weight.grad, bn2.weight.grad) < tol
+        assert _rel(bn.bias.grad, bn2.bias.grad) < tol
+        for b1, b2 in zip(bn.buffers(), bn2.buffers()):
+            assert torch.equal(b1, b2)
+    c = torch.randn(5, 6, 4, 3, requires_grad=True)
+    bn = nn.BatchNorm2d(6)
+    saved = saved_tensor_bytes(lambda: sum(p.sum() for p in norm_split(c * 1.0, bn, (3, 3))),
+                               exclude=list(bn.parameters()))
+    assert saved == c.numel() * 4 + 2 * 6 * 4  # BN's own input and its batch mean / invstd

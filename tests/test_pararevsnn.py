@@ -164,7 +164,7 @@ def test_merged_module_runs_once_per_forward_and_once_per_backward():
         mods.update({f"s{s}.M{k}": m for k, m in enumerate(seq.merged)})
         mods[f"s{s}.F0"], mods[f"s{s}.Glast"] = seq.blocks[0].f, seq.blocks[-1].g
         # the wide second convolution produces G and F' together: one call per evaluation
-        mods.update({f"s{s}.conv2_{k}": m.conv2 for k, m in enumerate(seq.merged)})
+        mods.update({f"s{s}.conv2_{k}": m.conv2[0] for k, m in enumerate(seq.merged)})
     expected = {"none": 1, "checkpoint": 2, "reversible": 2}
     for mode, count in expected.items():
         model.set_memory_mode(mode)

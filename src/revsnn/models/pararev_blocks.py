@@ -50,7 +50,7 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from ..spiking.binary import SpikeConv2d
+from ..spiking.binary import SpikeConv2d, norm_split
 from .common import NeuronFactory, conv_bn, fold, unfold
 
 __all__ = ["MergedBlock", "BranchPair"]
@@ -75,6 +75,7 @@ class MergedBlock(nn.Module):
             raise ValueError(f"MergedBlock needs c >= 1 and gn_groups >= 1, got {c}, {gn_groups}")
         self.c = int(c)
         self.groups = math.gcd(self.c, int(gn_groups))
+        self.lean = bool(lean)
         conv_cls = SpikeConv2d if lean else nn.Conv2d
         self.sn1 = neuron_factory()
         self.conv1 = conv_cls(c, c, 3, 1, 1, bias=False)
@@ -89,9 +90,13 @@ class MergedBlock(nn.Module):
             )
         T = u.shape[0]
         h = unfold(self.gn(self.conv1(fold(self.sn1(u)))), T)  # [T, B, C, H, W]
-        z = unfold(self.conv2(fold(self.sn2(h))), T)  # [T, B, 2C, H, W]
-        g, f = z.split(self.c, dim=2)  # two [T, B, C, H, W]
-        return g, f
+        conv, bn = self.conv2
+        z = conv(fold(self.sn2(h)))  # [T*B, 2C, H, W]
+        if self.lean:  # BN's backward inside the buffer that gathers dG and dF'
+            g, f = norm_split(z, bn, (self.c, self.c))
+        else:
+            g, f = bn(z).split(self.c, dim=1)
+        return unfold(g, T), unfold(f, T)  # two [T, B, C, H, W]
 
     def extra_repr(self) -> str:
         return f"c={self.c}, gn_groups={self.groups}, outputs=(G, F')"

@@ -92,6 +92,9 @@ class ParaRevSNN(StagedResNet):
         gn_groups: the merged block's GroupNorm uses ``gcd(w_k, gn_groups)`` groups.
         lean: memory-lean IF/LIF neurons and spike convolutions (same values and gradients;
             PLIF is always the plain neuron).
+        inplace_inverse: the reversible backward rebuilds each stage's input inside the storage
+            of its saved output (one stream less in backward; a second backward through the
+            same graph raises instead of running).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class ParaRevSNN(StagedResNet):
         streams: bool = False,
         gn_groups: int = 32,
         lean: bool = True,
+        inplace_inverse: bool = True,
     ) -> None:
         super().__init__()
         blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
@@ -125,6 +129,7 @@ class ParaRevSNN(StagedResNet):
         self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
         self.blocks, self.widths = tuple(blocks), tuple(widths)
         self.merge, self.streams = merge, bool(streams)
+        self.inplace_inverse = bool(inplace_inverse)
         self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
         if neuron == "plif":
             nf = plif_factory(tau)
@@ -143,7 +148,8 @@ class ParaRevSNN(StagedResNet):
             self._sequence(n, w, nf, gn_groups, lean) for n, w in zip(blocks, widths)
         )
         self.downsamples = nn.ModuleList(
-            Downsample(chans[k], chans[k + 1], nf) for k in range(len(chans) - 1)
+            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
+            for k in range(len(chans) - 1)
         )
         self.head = SpikingHead(chans[-1], num_classes, nf)
         init_weights(self)
@@ -155,7 +161,9 @@ class ParaRevSNN(StagedResNet):
         """n ParaRev blocks on halves of width w: F_0, n - 1 merged modules M_k, G_{n-1}."""
         if n == 1:  # no pair to merge: one block with its own F and G
             f, g = ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)
-            return ReversibleSequence([ParaRevCoupling(f, g)])
+            return ReversibleSequence(
+                [ParaRevCoupling(f, g)], inplace_inverse=self.inplace_inverse
+            )
         couplings = [
             ParaRevCoupling(
                 ConvBranch(w, nf, lean) if k == 0 else None,
@@ -171,7 +179,9 @@ class ParaRevSNN(StagedResNet):
                 merged.append(
                     BranchPair(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean), self.streams)
                 )
-        return ReversibleSequence(couplings, merged=merged)
+        return ReversibleSequence(
+            couplings, merged=merged, inplace_inverse=self.inplace_inverse
+        )
 
     def extra_repr(self) -> str:
         return (

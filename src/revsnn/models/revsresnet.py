@@ -101,7 +101,8 @@ class RevSResNet(StagedResNet):
             for n, w in zip(blocks, widths)
         )
         self.downsamples = nn.ModuleList(
-            Downsample(chans[k], chans[k + 1], nf, lean=lean) for k in range(len(chans) - 1)
+            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
+            for k in range(len(chans) - 1)
         )
         self.head = SpikingHead(chans[-1], num_classes, nf)
         init_weights(self)

@@ -57,6 +57,7 @@ __all__ = [
     "SpikeMaxPool2d",
     "lean_neuron",
     "norm_spike",
+    "norm_split",
     "pack_spikes",
     "plain_spike_attention",
     "spike_attention",
@@ -515,6 +516,55 @@ def norm_spike(c: torch.Tensor, bn: nn.Module, neuron: nn.Module, T: int) -> tor
     ):
         return _NormSpikeFn.apply(c, bn.weight, bn.bias, bn, neuron, T)
     return neuron(bn(c).unflatten(0, (T, c.shape[0] // T)))
+
+
+class _NormSplitFn(torch.autograd.Function):
+    """``split(BN(c), sizes, dim=1)`` saving ``c`` and BN's batch statistics only."""
+
+    @staticmethod
+    def forward(ctx, c, weight, bias, bn, sizes):
+        train = _bn_uses_batch_stats(bn)
+        b = bn(c)  # updates running statistics exactly as the plain module
+        mean = invstd = None
+        if train:
+            var, mean = torch.var_mean(c, [0] + list(range(2, c.dim())), correction=0)
+            invstd = torch.rsqrt(var + bn.eps)
+        ctx.bn, ctx.train = bn, train
+        ctx.save_for_backward(c, weight, mean, invstd)
+        return tuple(b.split(list(sizes), dim=1))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        c, weight, mean, invstd = ctx.saved_tensors
+        bn = ctx.bn
+        # One buffer gathers the parts' gradients (split's backward would allocate it anyway)
+        # and BN's backward is written into it: no second full-size gradient.
+        gy = torch.cat(grads, dim=1)
+        gc, gw, gbias = _bn_backward_into(
+            gy, c, weight, mean, invstd, ctx.train, bn.running_mean, bn.running_var, bn.eps
+        )
+        return (gc if ctx.needs_input_grad[0] else None,
+                gw if ctx.needs_input_grad[1] else None,
+                gbias if ctx.needs_input_grad[2] else None, None, None)
+
+
+def norm_split(c: torch.Tensor, bn: nn.Module, sizes) -> Tuple[torch.Tensor, ...]:
+    """``bn(c).split(sizes, dim=1)`` for ``c`` ``[N, C, ...]``, with a leaner backward.
+
+    With a BatchNorm on float32/float64 input outside autocast, only ``c`` (BN's own input)
+    and the per-channel batch statistics are saved, and BN's backward runs inside the buffer
+    that concatenates the parts' gradients (one full-size gradient instead of two). Values and
+    running statistics equal the plain module; gradients equal it up to rounding (the batch
+    statistics for backward come from ``torch.var_mean``). Otherwise the module runs as it is.
+    """
+    if (
+        isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        and torch.is_grad_enabled()
+        and c.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled(c.device.type)
+    ):
+        return _NormSplitFn.apply(c, bn.weight, bn.bias, bn, tuple(int(n) for n in sizes))
+    return tuple(bn(c).split(list(sizes), dim=1))
 
 
 # ----------------------------------------------------------------------------- avg-pool
