@@ -16,6 +16,7 @@ from revsnn.models.revsresnet import RevSResNet
 from revsnn.reversible import ReversibleSequence
 from revsnn.reversible.check import CallCounter, reconstruction_error
 from revsnn.spiking import IF, LIF
+from revsnn_model_helpers import assert_modes_agree
 
 
 def _tiny(merge: str = "fused", event: bool = False, **kw) -> ParaRevSNN:
@@ -247,9 +248,13 @@ def test_parameter_counts():
     # The fused block shares the first conv of G_k and F_{k+1}: 9 w^2 + 2 w fewer per pair.
     saved = sum((n - 1) * (9 * w * w + 2 * w) for n, w in zip(BLOCKS[37], (64, 128, 256, 448)))
     assert _count("pararevsnn_resnet37", num_classes=100) == 23_590_884 - saved == 20_455_268
-    assert _count("pararevsnn_resnet69", num_classes=100) == 30_307_556
-    assert _count("pararevsnn_resnet117", num_classes=100) == 48_903_908
-    assert _count("pararevsnn_resnet165", num_classes=100) == 69_490_916
+    # The registered ResNets fuse from the second stage on (fuse_from=1): the first stage's
+    # n_1 - 1 pairs keep RevSResNet's two branches (9 w^2 + 2 w more each at w = 64).
+    first = 9 * 64 * 64 + 2 * 64
+    assert _count("pararevsnn_resnet69", num_classes=100, fuse_from=0) == 30_307_556
+    assert _count("pararevsnn_resnet69", num_classes=100) == 30_307_556 + first
+    assert _count("pararevsnn_resnet117", num_classes=100) == 48_903_908 + first
+    assert _count("pararevsnn_resnet165", num_classes=100) == 69_490_916 + 2 * first
     assert _count("pararevsnn_resnet24", num_classes=10) == 230_269
     for depth in BLOCKS:
         with torch.device("meta"):
@@ -288,3 +293,18 @@ def test_state_dict_keys_do_not_depend_on_mode():
         m.set_memory_mode(mode)
         keys.append(list(m.state_dict()))
     assert keys[0] == keys[1] == keys[2]
+
+
+def test_stages_before_fuse_from_run_one_branch_per_stage():
+    """fuse_from=1: the first stage evaluates G_k and F_{k+1} one after the other (2n stages,
+    RevSResNet's parameters), later stages fuse; all modes agree with the oracle."""
+    torch.manual_seed(2)
+    m = ParaRevSNN(blocks=(2, 3), widths=(4, 8), T=2, fuse_from=1, memory_mode="none").double()
+    assert m.stages[0].merged is None and not m.stages[0].pair_stages
+    assert m.stages[1].merged is not None
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    out = assert_modes_agree(m, x, ["checkpoint", "reversible"], tol=1e-10)
+    rev = out["reversible"]["model"]
+    assert [s.recompute_count for s in rev.stages] == [2 * 2, 3 + 1]
+    with pytest.raises(ValueError, match="fuse_from"):
+        ParaRevSNN(blocks=(1,), widths=(4,), fuse_from=-1)

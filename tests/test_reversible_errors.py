@@ -103,3 +103,12 @@ def test_bad_blocks():
         )
     with pytest.raises(TypeError, match="only for ParaRevCoupling"):
         ReversibleSequence([RevCoupling(branch(2), branch(2))], merged=[])
+
+
+def test_pair_stages_false_needs_unmerged_pararev_blocks():
+    with pytest.raises(TypeError, match="pair_stages"):
+        make_sequence("rev", 2, pair_stages=False)
+    with pytest.raises(TypeError, match="pair_stages"):
+        make_sequence("para_merged", 2, pair_stages=False)
+    seq = make_sequence("para", 3, pair_stages=False)
+    assert len(seq._stages) == 6  # F_0, G_0, F_1, G_1, F_2, G_2: one branch per stage

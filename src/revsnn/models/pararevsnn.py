@@ -28,7 +28,15 @@ forward and again in the reversible backward.
 
 Depth N = 1 + 4 sum(n_k) + (K - 1) + 1 = 5 + 4 sum(n_k) with four stages. Block counts:
 21: (1, 1, 1, 1); 37: (1, 2, 3, 2) (as RevSResNet37); 69: (2, 4, 8, 2); 117: (2, 6, 18, 2);
-165: (3, 8, 26, 3) (our choice: every stage n >= 2, so every stage has a merged pair).
+165: (3, 8, 26, 3) (our choice: every stage n >= 2, so every stage has a pair).
+
+Where the pairs are fused (``fuse_from``): a fused stage computes G_k and F_{k+1} at once, so its
+recomputation holds the 2C-channel convolution output and gradient -- twice a single branch's.
+In the full-resolution first stage that exceeds RevSResNet's peak (measured, CPU, T=4, 32x32:
+ParaRevSNN69 11.5 vs 8.25 MiB per image with every stage fused). The registered ResNets
+therefore fuse from the second stage on (``fuse_from=1``) and evaluate the first stage's G_k and
+F_{k+1} one after the other; that stage holds 1 of the 12 / 24 pairs of the 69 / 117-layer
+models (2 of 36 at 165), so nearly all of the speed-up remains.
 Neurons: IF (ATan alpha = 2) on static images, PLIF (learnable tau, init 2, Sigmoid alpha = 4)
 on event frames.
 """
@@ -90,6 +98,10 @@ class ParaRevSNN(StagedResNet):
         streams: with ``merge="pair"``, run G_k and F_{k+1} on two CUDA streams for CUDA
             inputs (no effect on CPU or with ``merge="fused"``).
         gn_groups: the merged block's GroupNorm uses ``gcd(w_k, gn_groups)`` groups.
+        fuse_from: with ``merge="fused"``, stages before this index (0-based) keep G_k and
+            F_{k+1} as two branches evaluated one after the other (RevSResNet's parameters and
+            memory). 0 fuses every stage (the paper); the registered ResNets use 1, see the
+            module docstring.
         lean: memory-lean IF/LIF neurons and spike convolutions (same values and gradients;
             PLIF is always the plain neuron).
         inplace_inverse: the reversible backward rebuilds each stage's input inside the storage
@@ -110,6 +122,7 @@ class ParaRevSNN(StagedResNet):
         stem: str = "static",
         merge: str = "fused",
         streams: bool = False,
+        fuse_from: int = 0,
         gn_groups: int = 32,
         lean: bool = True,
         inplace_inverse: bool = True,
@@ -129,6 +142,9 @@ class ParaRevSNN(StagedResNet):
         self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
         self.blocks, self.widths = tuple(blocks), tuple(widths)
         self.merge, self.streams = merge, bool(streams)
+        if int(fuse_from) < 0:
+            raise ValueError(f"fuse_from must be >= 0, got {fuse_from}")
+        self.fuse_from = int(fuse_from)
         self.inplace_inverse = bool(inplace_inverse)
         self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
         if neuron == "plif":
@@ -145,7 +161,10 @@ class ParaRevSNN(StagedResNet):
         else:
             raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
         self.stages = nn.ModuleList(
-            self._sequence(n, w, nf, gn_groups, lean) for n, w in zip(blocks, widths)
+            self._sequence(
+                n, w, nf, gn_groups, lean, fused=merge == "fused" and k >= self.fuse_from
+            )
+            for k, (n, w) in enumerate(zip(blocks, widths))
         )
         self.downsamples = nn.ModuleList(
             Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
@@ -156,13 +175,17 @@ class ParaRevSNN(StagedResNet):
         self.set_memory_mode(memory_mode)
 
     def _sequence(
-        self, n: int, w: int, nf: NeuronFactory, gn_groups: int, lean: bool
+        self, n: int, w: int, nf: NeuronFactory, gn_groups: int, lean: bool, fused: bool
     ) -> ReversibleSequence:
         """n ParaRev blocks on halves of width w: F_0, n - 1 merged modules M_k, G_{n-1}."""
-        if n == 1:  # no pair to merge: one block with its own F and G
-            f, g = ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)
+        if n == 1 or (self.merge == "fused" and not fused):
+            # No pair to merge, or a stage before ``fuse_from``: every block has its own F and
+            # G, evaluated one branch per stage (RevSResNet's memory and parameters).
+            couplings = [
+                ParaRevCoupling(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)) for _ in range(n)
+            ]
             return ReversibleSequence(
-                [ParaRevCoupling(f, g)], inplace_inverse=self.inplace_inverse
+                couplings, inplace_inverse=self.inplace_inverse, pair_stages=n == 1
             )
         couplings = [
             ParaRevCoupling(
@@ -173,7 +196,7 @@ class ParaRevSNN(StagedResNet):
         ]
         merged: List[nn.Module] = []
         for _ in range(n - 1):
-            if self.merge == "fused":
+            if fused:
                 merged.append(MergedBlock(w, nf, gn_groups, lean))
             else:
                 merged.append(
@@ -186,7 +209,7 @@ class ParaRevSNN(StagedResNet):
     def extra_repr(self) -> str:
         return (
             f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}, "
-            f"merge={self.merge}"
+            f"merge={self.merge}, fuse_from={self.fuse_from}"
         )
 
 
@@ -199,31 +222,31 @@ def pararevsnn_resnet(blocks: Sequence[int], **kwargs) -> ParaRevSNN:
 def pararevsnn_resnet21(**kwargs) -> ParaRevSNN:
     """ParaRevSNN-ResNet21: n = (1, 1, 1, 1) (no merged pair); 11,048,420 parameters with
     100 classes, the same network size as RevSResNet21."""
-    return ParaRevSNN(blocks=BLOCKS[21], **kwargs)
+    return ParaRevSNN(blocks=BLOCKS[21], **{"fuse_from": 1, **kwargs})
 
 
 @register_model
 def pararevsnn_resnet37(**kwargs) -> ParaRevSNN:
     """ParaRevSNN-ResNet37: n = (1, 2, 3, 2), 4 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[37], **kwargs)
+    return ParaRevSNN(blocks=BLOCKS[37], **{"fuse_from": 1, **kwargs})
 
 
 @register_model
 def pararevsnn_resnet69(**kwargs) -> ParaRevSNN:
     """ParaRevSNN-ResNet69: n = (2, 4, 8, 2), 12 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[69], **kwargs)
+    return ParaRevSNN(blocks=BLOCKS[69], **{"fuse_from": 1, **kwargs})
 
 
 @register_model
 def pararevsnn_resnet117(**kwargs) -> ParaRevSNN:
     """ParaRevSNN-ResNet117: n = (2, 6, 18, 2), 24 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[117], **kwargs)
+    return ParaRevSNN(blocks=BLOCKS[117], **{"fuse_from": 1, **kwargs})
 
 
 @register_model
 def pararevsnn_resnet165(**kwargs) -> ParaRevSNN:
     """ParaRevSNN-ResNet165: n = (3, 8, 26, 3), 36 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[165], **kwargs)
+    return ParaRevSNN(blocks=BLOCKS[165], **{"fuse_from": 1, **kwargs})
 
 
 @register_model

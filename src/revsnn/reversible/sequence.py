@@ -242,6 +242,10 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
             evaluating G of block k and F of block k+1 together. Blocks then hold only the
             unpaired branches (``blocks[0].f`` and ``blocks[-1].g``), the rest are ``None``.
         preserve_rng_state: capture and replay RNG for recomputation (needed for dropout).
+        pair_stages: ParaRev without ``merged`` only: evaluate G_k and F_{k+1} as one stage
+            (default; one evaluation of the pair, e.g. on two CUDA streams) or, with ``False``,
+            as two stages one after the other (the recomputation then holds one branch's graph
+            at a time, as a RevCoupling sequence does).
         inplace_inverse: rebuild the inputs inside the storage of the saved output instead of
             new tensors (saves one stream of memory in backward). The sequence's output then
             holds its *input* after backward: read it before ``backward()``; a second backward
@@ -255,6 +259,7 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         merged: Optional[Sequence[nn.Module]] = None,
         preserve_rng_state: bool = True,
         inplace_inverse: bool = False,
+        pair_stages: bool = True,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
@@ -271,6 +276,9 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
             raise TypeError("do not mix RevCoupling and ParaRevCoupling in one sequence")
         if merged is not None and not para:
             raise TypeError("merged modules are only for ParaRevCoupling sequences")
+        if not pair_stages and (merged is not None or not para):
+            raise TypeError("pair_stages=False is for ParaRevCoupling sequences without merged")
+        self.pair_stages = bool(pair_stages)
         self.blocks = nn.ModuleList(blocks)
         self.merged = nn.ModuleList(merged) if merged is not None else None
         self.memory_mode = memory_mode
@@ -317,6 +325,12 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
                         "provides it"
                     )
         # Block k writes its F into register w_k = (k+1) % 2 reading 1 - w_k; its G the other.
+        if not self.pair_stages:  # F_0, G_0, F_1, G_1, ...: G_k and F_{k+1} one after the other
+            stages = []
+            for k, b in enumerate(self.blocks):
+                stages.append(_Stage((k + 1) % 2, _branch(b.f, "F"), (b.f,)))
+                stages.append(_Stage(k % 2, _branch(b.g, "G"), (b.g,)))
+            return stages
         stages = [_Stage(1, _branch(self.blocks[0].f, "F"), (self.blocks[0].f,))]
         for k in range(n - 1):
             dst = k % 2  # G_k and F_{k+1} both write here, reading the other register
