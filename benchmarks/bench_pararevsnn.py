@@ -52,7 +52,7 @@ def build(kind: str, depth: int, args: argparse.Namespace) -> nn.Module:
     if kind == "revsresnet":
         return RevSResNet(**kw)
     merge = kind.rsplit("_", 1)[1]
-    return ParaRevSNN(merge=merge, streams=args.streams, **kw)
+    return ParaRevSNN(merge=merge, streams=args.streams, fuse_from=args.fuse_from, **kw)
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -68,6 +68,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--mode", default="reversible", choices=["none", "checkpoint", "reversible"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--streams", action="store_true", help="two CUDA streams for merge='pair'")
+    p.add_argument("--fuse-from", type=int, default=1,
+                   help="first fused stage (0-based; 1 as the registered models, 0 = all)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: steadier on a shared CPU)")
     p.add_argument("--repeats", type=int, default=5)
