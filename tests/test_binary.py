@@ -16,11 +16,10 @@ from revsnn.spiking.binary import (
     LeanLIF,
     SpikeConv2d,
     SpikeMaxPool2d,
-    norm_spike,
-    norm_split,
     plain_spike_attention,
     spike_attention,
 )
+from revsnn.spiking.norm import norm_spike, norm_split
 
 
 def _rel(a, b):

@@ -37,12 +37,12 @@ from ..spiking.binary import (
     LeanIF,
     LeanLIF,
     SpikeConv2d,
-    norm_spike,
     pack_spikes,
     unpack_spikes,
 )
 from ..spiking.layers import repeat_time
 from ..spiking.neuron import IF, LIF
+from ..spiking.norm import norm_spike
 from ..spiking.surrogate import ATan, Sigmoid
 from .base import SpikingModel, check_input
 

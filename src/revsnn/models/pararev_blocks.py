@@ -50,7 +50,8 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from ..spiking.binary import SpikeConv2d, norm_split
+from ..spiking.binary import SpikeConv2d
+from ..spiking.norm import norm_split
 from .common import NeuronFactory, conv_bn, fold, unfold
 
 __all__ = ["MergedBlock", "BranchPair"]

@@ -34,10 +34,10 @@ from torch import nn
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
 from ..spiking.binary import (
     SpikeMaxPool2d,
-    norm_spike,
     plain_spike_attention,
     spike_attention,
 )
+from ..spiking.norm import norm_spike
 from .base import SpikingModel, check_input
 from .common import (
     NeuronFactory,
