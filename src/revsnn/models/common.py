@@ -350,7 +350,47 @@ def stage_channels(widths: Sequence[int]) -> List[int]:
 class StagedResNet(SpikingModel):
     """The skeleton shared by RevSResNet and ParaRevSNN-ResNet: ``stem -> stage_1 -> DS ->
     stage_2 -> ... -> head``. Subclasses build ``stem``, ``stages``, ``downsamples``, ``head``
-    (a :class:`SpikingHead`) and set ``in_channels`` and ``T``."""
+    (a :class:`SpikingHead`) between :meth:`_build_stem` and :meth:`_build_tail`."""
+
+    def _build_stem(
+        self, blocks: Sequence[int], widths: Sequence[int], num_classes: int, T: int,
+        in_channels: int, stem: str,
+    ) -> List[int]:
+        """Check the stage layout, set the sizes and depth ``5 + 4 sum(n_i)``, build the stem;
+        returns the stream widths ``2 w_k``."""
+        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(
+                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
+            )
+        if min(blocks) < 1 or min(widths) < 1:
+            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
+        if int(T) < 1:
+            raise ValueError(f"T must be >= 1, got {T}")
+        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
+        self.blocks, self.widths = tuple(blocks), tuple(widths)
+        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
+        chans = [2 * w for w in widths]
+        if stem == "static":
+            self.stem = StaticStem(in_channels, chans[0])
+        elif stem == "event":
+            self.stem = EventStem(in_channels, chans[0])
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
+        return chans
+
+    def _build_tail(
+        self, chans: Sequence[int], nf: NeuronFactory, lean: bool,
+        memory_mode: Union[str, MemoryMode],
+    ) -> None:
+        """DS layers (the first recomputed, see :class:`Downsample`), head, init, memory mode."""
+        self.downsamples = nn.ModuleList(
+            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
+            for k in range(len(chans) - 1)
+        )
+        self.head = SpikingHead(chans[-1], self.num_classes, nf)
+        init_weights(self)
+        self.set_memory_mode(memory_mode)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""

@@ -51,13 +51,8 @@ from ..reversible import MemoryMode, ParaRevCoupling, ReversibleSequence
 from ..spiking import PLIF, Sigmoid
 from .common import (
     ConvBranch,
-    Downsample,
-    EventStem,
     NeuronFactory,
-    SpikingHead,
     StagedResNet,
-    StaticStem,
-    init_weights,
     neuron_factory,
 )
 from .pararev_blocks import BranchPair, MergedBlock
@@ -128,51 +123,27 @@ class ParaRevSNN(StagedResNet):
         inplace_inverse: bool = True,
     ) -> None:
         super().__init__()
-        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
-        if len(blocks) != len(widths) or not blocks:
-            raise ValueError(
-                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
-            )
-        if min(blocks) < 1 or min(widths) < 1:
-            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
+        chans = self._build_stem(blocks, widths, num_classes, T, in_channels, stem)
         if merge not in MERGE_KINDS:
             raise ValueError(f"unknown merge {merge!r}; expected one of {MERGE_KINDS}")
-        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
-        self.blocks, self.widths = tuple(blocks), tuple(widths)
         self.merge, self.streams = merge, bool(streams)
         if int(fuse_from) < 0:
             raise ValueError(f"fuse_from must be >= 0, got {fuse_from}")
         self.fuse_from = int(fuse_from)
         self.inplace_inverse = bool(inplace_inverse)
-        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
         if neuron == "plif":
             nf = plif_factory(tau)
         elif neuron in ("if", "lif"):
             nf = neuron_factory(neuron, tau=tau, lean=lean)
         else:
             raise ValueError(f"unknown neuron {neuron!r}; expected 'if', 'plif' or 'lif'")
-        chans = [2 * w for w in widths]
-        if stem == "static":
-            self.stem = StaticStem(in_channels, chans[0])
-        elif stem == "event":
-            self.stem = EventStem(in_channels, chans[0])
-        else:
-            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
         self.stages = nn.ModuleList(
             self._sequence(
                 n, w, nf, gn_groups, lean, fused=merge == "fused" and k >= self.fuse_from
             )
-            for k, (n, w) in enumerate(zip(blocks, widths))
+            for k, (n, w) in enumerate(zip(self.blocks, self.widths))
         )
-        self.downsamples = nn.ModuleList(
-            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
-            for k in range(len(chans) - 1)
-        )
-        self.head = SpikingHead(chans[-1], num_classes, nf)
-        init_weights(self)
-        self.set_memory_mode(memory_mode)
+        self._build_tail(chans, nf, lean, memory_mode)
 
     def _sequence(
         self, n: int, w: int, nf: NeuronFactory, gn_groups: int, lean: bool, fused: bool

@@ -28,12 +28,7 @@ from torch import nn
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
 from .common import (
     ConvBranch,
-    Downsample,
-    EventStem,
-    SpikingHead,
     StagedResNet,
-    StaticStem,
-    init_weights,
     neuron_factory,
 )
 from .registry import register_model
@@ -73,40 +68,16 @@ class RevSResNet(StagedResNet):
         inplace_inverse: bool = True,
     ) -> None:
         super().__init__()
-        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
-        if len(blocks) != len(widths) or not blocks:
-            raise ValueError(
-                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
-            )
-        if min(blocks) < 1 or min(widths) < 1:
-            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
-        self.blocks, self.widths = tuple(blocks), tuple(widths)
-        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
+        chans = self._build_stem(blocks, widths, num_classes, T, in_channels, stem)
         nf = neuron_factory(neuron, tau=tau, lean=lean)
-        chans = [2 * w for w in widths]
-        if stem == "static":
-            self.stem = StaticStem(in_channels, chans[0])
-        elif stem == "event":
-            self.stem = EventStem(in_channels, chans[0])
-        else:
-            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
         self.stages = nn.ModuleList(
             ReversibleSequence(
                 [RevCoupling(ConvBranch(w, nf, lean), ConvBranch(w, nf, lean)) for _ in range(n)],
                 inplace_inverse=inplace_inverse,
             )
-            for n, w in zip(blocks, widths)
+            for n, w in zip(self.blocks, self.widths)
         )
-        self.downsamples = nn.ModuleList(
-            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
-            for k in range(len(chans) - 1)
-        )
-        self.head = SpikingHead(chans[-1], num_classes, nf)
-        init_weights(self)
-        self.set_memory_mode(memory_mode)
+        self._build_tail(chans, nf, lean, memory_mode)
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}"

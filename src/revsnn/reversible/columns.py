@@ -230,12 +230,11 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         sd = self.state_dtype or cd
         return cd, (sd if torch.finfo(sd).bits >= torch.finfo(cd).bits else cd)
 
-    def _level(self, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
-               level: Optional[Callable] = None) -> torch.Tensor:
+    def _level(self, t: int, k: int, lower: torch.Tensor,
+               upper: Optional[torch.Tensor]) -> torch.Tensor:
         """``L_k^t(lower, upper)``: inputs cast to the compute dtype, output to the state dtype."""
         cd, sd = self._dtypes()
-        fn = self.levels[t][k] if level is None else level
-        out = fn(lower.to(cd), None if upper is None else upper.to(cd))
+        out = self.levels[t][k](lower.to(cd), None if upper is None else upper.to(cd))
         return out.to(sd)
 
     def _tol(self, dtype: torch.dtype) -> float:
