@@ -7,6 +7,10 @@
       d alpha_k^t = sum(dc_k^t * c_k^{t-1}),  dc_k^{t-1} += alpha_k^t dc_k^t,
       (dc_{k-1}^t, dc_{k+1}^{t-1}, d theta) += (d out / d (...))^T dc_k^t
 
+  Transformed weights (weight standardisation, :mod:`revsnn.reversible.weights`) are computed
+  once in the forward and once (with a graph) in the backward, lent to every column as leaves
+  ``W_hat``; their gradients are summed over the columns and go through the transform once.
+
 - :class:`CheckpointedColumn`: one column for ``torch.utils.checkpoint`` (CHECKPOINT mode).
 """
 
@@ -17,14 +21,37 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
-from torch.func import functional_call
 
 from .state import frozen_norm_stats
+from .weights import WeightLeaves, lent_weights, transform_weights, transformed_modules
 
 if TYPE_CHECKING:
     from .columns import TemporalColumns
 
 __all__ = ["ColumnFunction", "CheckpointedColumn"]
+
+
+@contextlib.contextmanager
+def _aliased_parameters(module: torch.nn.Module, skip: set):
+    """Inside the block every trainable parameter of ``module`` (not in ``skip``) is replaced by
+    a detached alias requiring grad; yields ``[(parameter, alias)]`` (each parameter once).
+    A lighter ``torch.func.functional_call``: gradients are taken with respect to the
+    aliases, so hooks on the real parameters never see per-level partial sums."""
+    slots, aliases = [], {}
+    for mod in module.modules():
+        for name, p in mod._parameters.items():
+            if p is None or not p.requires_grad or id(p) in skip:
+                continue
+            if id(p) not in aliases:
+                aliases[id(p)] = (p, p.detach().requires_grad_(True))
+            slots.append((mod, name, p))
+    try:
+        for mod, name, p in slots:
+            mod._parameters[name] = aliases[id(p)][1]
+        yield list(aliases.values())
+    finally:
+        for mod, name, p in slots:
+            mod._parameters[name] = p
 
 
 def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -37,16 +64,17 @@ def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch
 class CheckpointedColumn:
     """One column for ``torch.utils.checkpoint``; its recomputation keeps BN statistics."""
 
-    def __init__(self, engine: TemporalColumns, t: int) -> None:
+    def __init__(self, engine: TemporalColumns, t: int, modules=(), weights=()) -> None:
         self.engine = engine
         self.t = t
         self.calls = 0
+        self.lent = (list(modules), list(weights))  # transformed weights, in force when rerun
 
     def __call__(self, s_t: torch.Tensor, *c_prev: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.calls += 1
         frozen = (frozen_norm_stats(*self.engine.levels[self.t]) if self.calls > 1
                   else contextlib.nullcontext())
-        with frozen:
+        with frozen, lent_weights(*self.lent):
             c, _ = self.engine._column(self.t, s_t, list(c_prev) if c_prev else None)
         return tuple(c)
 
@@ -60,7 +88,9 @@ class ColumnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, engine: TemporalColumns, n_s: int, *inputs: torch.Tensor):
         s_list, params = list(inputs[:n_s]), inputs[n_s:]
-        res = engine._reversible_forward(s_list)
+        modules = transformed_modules(engine.levels)
+        with lent_weights(modules, transform_weights(modules)):
+            res = engine._reversible_forward(s_list)
         stored_cols = sorted(res["stored"])
         fix_keys = sorted(res["fixups"])
         tensors = list(s_list) + list(res["c_last"])
@@ -69,7 +99,7 @@ class ColumnFunction(torch.autograd.Function):
         for key in fix_keys:
             tensors += list(res["fixups"][key])
         ctx.save_for_backward(*tensors)
-        ctx.engine, ctx.n_s, ctx.params = engine, n_s, params
+        ctx.engine, ctx.n_s, ctx.params, ctx.modules = engine, n_s, params, modules
         ctx.states, ctx.stored_cols, ctx.fix_keys = res["states"], stored_cols, fix_keys
         ctx.set_materialize_grads(False)
         return tuple(res["outputs"])
@@ -99,74 +129,107 @@ class ColumnFunction(torch.autograd.Function):
         ds: List[Optional[torch.Tensor]] = [None] * n_s
         dc: List[Optional[torch.Tensor]] = [None] * L
 
-        def accumulate(p: torch.Tensor, g: Optional[torch.Tensor]) -> None:
-            i = index.get(id(p))
+        def accumulate(p_id: int, g: Optional[torch.Tensor]) -> None:
+            i = index.get(p_id)
             if i is not None and g is not None:
                 grads[i] = _add(grads[i], g)
 
-        for t in reversed(range(T)):
-            si = t if n_s > 1 else 0
-            if g_out[t] is not None:  # the readout of this column's top state
-                top = c_t[L - 1].detach().to(cd).requires_grad_(True)
-                with torch.enable_grad():
-                    r = eng._readout(t, top)
-                if r.requires_grad:
-                    dc[L - 1] = _add(dc[L - 1], torch.autograd.grad(r, top, g_out[t])[0])
-            c_p: List[Optional[torch.Tensor]] = (
-                list(stored[t - 1]) if t - 1 in stored else [None] * L
-            )
-            dc_p: List[Optional[torch.Tensor]] = [None] * L
-            for k in reversed(range(L)):
-                level, alpha = eng.levels[t][k], eng.alpha[t][k]
-                need_lower = k > 0 or s_grad[si]
-                # Leaves in the compute dtype: the state gradients stay in it (only the states
-                # and their alpha recurrence use the wider state dtype).
-                lower = s_list[si] if k == 0 else c_t[k - 1]
-                lower = lower.detach().to(cd).requires_grad_(need_lower)
-                upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
-                if upper is not None:
-                    upper = upper.detach().to(cd).requires_grad_(True)
-                # Parameters enter the recomputation as detached aliases: gradients are taken
-                # with respect to the aliases, so hooks on the real parameters fire once, on the
-                # total returned below, never on per-level partial sums.
-                named = [(n, p) for n, p in level.named_parameters() if p.requires_grad]
-                alias = {n: p.detach().requires_grad_(True) for n, p in named}
-                with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level):
-                    out = functional_call(level, alias, (lower, upper)).to(cd)
-                eng.recompute_count += 1
-                if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
-                    with torch.no_grad():
-                        rebuilt = (c_t[k] - out.detach()) / alpha.detach()
-                        if (t - 1, k) in fixups:
-                            idx, val = fixups[(t - 1, k)]
-                            # idx are row-major (logical) positions: write through a
-                            # contiguous layout (a channels_last state has no flat view)
-                            rebuilt = rebuilt.contiguous()
-                            rebuilt.view(-1)[idx] = val
-                    c_p[k] = rebuilt
-                g = dc[k]
-                if g is None:
-                    continue
-                if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
-                    prev = c_p[k] if t > 0 else torch.zeros_like(g)
-                    accumulate(alpha, (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
-                if t > 0:
-                    dc_p[k] = _add(dc_p[k], g * alpha.detach())
-                if not out.requires_grad:
-                    continue
-                inputs = ([lower] if need_lower else []) + ([upper] if upper is not None else [])
-                gs = torch.autograd.grad(out, inputs + list(alias.values()), g, allow_unused=True)
-                i = 0
-                if need_lower:
-                    if k == 0:
-                        ds[si] = _add(ds[si], gs[0])
-                    else:
-                        dc[k - 1] = _add(dc[k - 1], gs[0])
-                    i = 1
-                if upper is not None:
-                    dc_p[k + 1] = _add(dc_p[k + 1], gs[i])
-                    i += 1
-                for (_, p), gp in zip(named, gs[i:]):
-                    accumulate(p, gp)
-            c_t, dc = c_p, dc_p
+        # Transformed weights: one W_hat per module for every column (a leaf when its
+        # parameters need a gradient); their own parameters stay out of the recomputation.
+        modules = ctx.modules
+        weights = WeightLeaves(modules)
+        lent_by_id = {id(m): w for m, w in zip(modules, weights.leaves)}
+        transformed = {id(p) for m in modules for p in m.transform_parameters()}
+        d_w_hat: dict = {}
+        with lent_weights(modules, weights.leaves):
+            for t in reversed(range(T)):
+                si = t if n_s > 1 else 0
+                if g_out[t] is not None:  # the readout of this column's top state
+                    top = c_t[L - 1].detach().to(cd).requires_grad_(True)
+                    with torch.enable_grad():
+                        r = eng._readout(t, top)
+                    if r.requires_grad:
+                        dc[L - 1] = _add(dc[L - 1], torch.autograd.grad(r, top, g_out[t])[0])
+                c_p: List[Optional[torch.Tensor]] = (
+                    list(stored[t - 1]) if t - 1 in stored else [None] * L
+                )
+                dc_p: List[Optional[torch.Tensor]] = [None] * L
+                for k in reversed(range(L)):
+                    alpha = eng.alpha[t][k]
+                    need_lower = k > 0 or s_grad[si]
+                    # Leaves in the compute dtype: the state gradients stay in it (only the states
+                    # and their alpha recurrence use the wider state dtype).
+                    lower = s_list[si] if k == 0 else c_t[k - 1]
+                    lower = lower.detach().to(cd).requires_grad_(need_lower)
+                    upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
+                    if upper is not None:
+                        upper = upper.detach().to(cd).requires_grad_(True)
+                    out, named, lent = _recompute(ctx, t, k, lower, upper, transformed, lent_by_id)
+                    if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
+                        c_p[k] = _rebuild(c_t[k], out, alpha, fixups.get((t - 1, k)))
+                    g = dc[k]
+                    if g is None:
+                        continue
+                    if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
+                        prev = c_p[k] if t > 0 else torch.zeros_like(g)
+                        accumulate(id(alpha), (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
+                    if t > 0:
+                        dc_p[k] = _add(dc_p[k], g * alpha.detach())
+                    if not out.requires_grad:
+                        continue
+                    inputs = [x for x in (lower if need_lower else None, upper) if x is not None]
+                    gs = torch.autograd.grad(
+                        out, inputs + [a for _, a in named] + [w for _, w in lent], g,
+                        allow_unused=True,
+                    )
+                    i = 0
+                    if need_lower:
+                        if k == 0:
+                            ds[si] = _add(ds[si], gs[0])
+                        else:
+                            dc[k - 1] = _add(dc[k - 1], gs[0])
+                        i = 1
+                    if upper is not None:
+                        dc_p[k + 1] = _add(dc_p[k + 1], gs[i])
+                        i += 1
+                    for (p, _), gp in zip(named, gs[i:]):
+                        accumulate(id(p), gp)
+                    for (m_id, _), gw in zip(lent, gs[i + len(named):]):
+                        if gw is not None:
+                            d_w_hat[m_id] = _add(d_w_hat.get(m_id), gw)
+                c_t, dc = c_p, dc_p
+        for p_id, g in weights.parameter_grads(d_w_hat).items():
+            accumulate(p_id, g)
         return (None, None, *ds, *grads)
+
+
+def _recompute(ctx, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
+               transformed: set, lent_by_id: dict):
+    """``out = L_k^t(lower, upper)`` with grad, as in the forward (RNG and autocast replayed, BN
+    statistics frozen). Parameters enter as detached aliases, so gradients are taken with
+    respect to the aliases and hooks on the real parameters fire once, on the total returned by
+    the backward; lent transformed weights enter as they are. Returns (out, [(parameter,
+    alias)], [(module id, lent weight needing grad)])."""
+    eng = ctx.engine
+    level = eng.levels[t][k]
+    lent = [(id(m), lent_by_id[id(m)]) for m in level.modules()
+            if id(m) in lent_by_id and lent_by_id[id(m)].requires_grad]
+    with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level), \
+            _aliased_parameters(level, transformed) as named:
+        out = level(lower, upper).to(eng._dtypes()[0])
+    eng.recompute_count += 1
+    return out, named, lent
+
+
+@torch.no_grad()
+def _rebuild(c_k: torch.Tensor, out: torch.Tensor, alpha: torch.Tensor,
+             fixup: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``c_k^{t-1} = (c_k^t - out) / alpha``, with the stored exact values written back."""
+    rebuilt = (c_k - out.detach()) / alpha.detach()
+    if fixup is not None:
+        idx, val = fixup
+        # idx are row-major (logical) positions: write through a contiguous layout (a
+        # channels_last state has no flat view)
+        rebuilt = rebuilt.contiguous()
+        rebuilt.view(-1)[idx] = val
+    return rebuilt

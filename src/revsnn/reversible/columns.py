@@ -73,6 +73,7 @@ from torch.utils.checkpoint import checkpoint
 from .column_function import CheckpointedColumn, ColumnFunction
 from .mode import HasMemoryMode, MemoryMode
 from .state import RecomputeState, frozen_norm_stats
+from .weights import lent_weights, transform_weights, transformed_modules
 
 __all__ = ["TemporalColumns", "ColumnReport"]
 
@@ -289,17 +290,21 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         mode = self.memory_mode
         if mode is MemoryMode.REVERSIBLE and grad:
             return list(ColumnFunction.apply(self, len(s_list), *s_list, *params))
+        # transformed weights (weight standardisation) once per forward, not once per column
+        modules = transformed_modules(self.levels)
+        w_hats = transform_weights(modules)
         outputs, c_prev = [], None
-        for t in range(self.T):
-            s_t = s_list[t if len(s_list) > 1 else 0]
-            if mode is MemoryMode.CHECKPOINT and grad:
-                fn = CheckpointedColumn(self, t)
-                c = list(checkpoint(fn, s_t, *(c_prev or ()), use_reentrant=False,
-                                    preserve_rng_state=self.preserve_rng_state))
-            else:
-                c, _ = self._column(t, s_t, c_prev)
-            outputs.append(self._readout(t, c[-1]))
-            c_prev = c
+        with lent_weights(modules, w_hats):
+            for t in range(self.T):
+                s_t = s_list[t if len(s_list) > 1 else 0]
+                if mode is MemoryMode.CHECKPOINT and grad:
+                    fn = CheckpointedColumn(self, t, modules, w_hats)
+                    c = list(checkpoint(fn, s_t, *(c_prev or ()), use_reentrant=False,
+                                        preserve_rng_state=self.preserve_rng_state))
+                else:
+                    c, _ = self._column(t, s_t, c_prev)
+                outputs.append(self._readout(t, c[-1]))
+                c_prev = c
         return outputs
 
     @torch.no_grad()

@@ -214,6 +214,8 @@ class _StatelessSpikeFn(torch.autograd.Function):
 
 def stateless_spike(z: torch.Tensor) -> torch.Tensor:
     """S(z) = 1 if z >= 0.5 else 0 (= floor(clamp(z, 0, 1) + 0.5)); dS/dz = 1 on [0, 1]."""
+    if not (z.requires_grad and torch.is_grad_enabled()):  # no graph: skip the mask
+        return (z >= 0.5).to(z.dtype)
     return _StatelessSpikeFn.apply(z)
 
 
