@@ -17,6 +17,10 @@ smoothing 0.1.
 - energy (``revsnn.bench.energy.count_synops``, when present): SOP-based energy per image from a
   real forward on real images (scikit-learn digits, resized to the image size) in eval mode,
   with the stem's share. Weights are at initialisation unless ``--checkpoint`` gives trained ones.
+  ``--energy-rule`` picks the spike-input convention: ``strict`` (DESIGN.md §5: ACs only for
+  binary inputs), ``linear_chain`` (also a layer fed directly by a spike-fed layer, e.g. pw1 in
+  ``pw1(dw1(S(z)))``: the SOP convention of published SNN energy figures) or ``both`` (default);
+  every energy column and line names its rule.
 
     python benchmarks/bench_trevsnn.py                       # T = 4 8 16, 32x32, CPU
     python benchmarks/bench_trevsnn.py --Ts 4 --image 64 --skip-timing
@@ -44,6 +48,7 @@ from revsnn.bench.timing import time_training_step
 from revsnn.train.loss import model_loss
 
 KINDS = ("none", "checkpoint", "reversible", "bptt")
+ENERGY_RULES = ("strict", "linear_chain")  # revsnn.bench.energy.SpikeInput values
 PUBLISHED_MIB = {4: 1.55, 16: 1.96}  # published code, reversible, 32x32 (SYSTEMS.md / issue)
 
 
@@ -109,21 +114,45 @@ def digits_images(n: int, size: int, channels: int) -> torch.Tensor:
     return x.expand(-1, channels, -1, -1).contiguous()  # [n, C, size, size]
 
 
-def energy_rows(T: int, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+def energy_rules(rule: str) -> List[str]:
+    """``--energy-rule`` -> the conventions to count: ``both`` is strict and linear_chain."""
+    return list(ENERGY_RULES) if rule == "both" else [rule]
+
+
+def energy_of(model: nn.Module, x: torch.Tensor, rule: str) -> Dict[str, Any]:
+    """Energy per image of one eval forward on ``x`` under ``rule``: total, stem share, MACs,
+    ACs, the energy of the MAC-counted layers (independent of firing rates), the dense ops
+    counted as ACs, the mean firing rate of the binary layer inputs (weighted by their sizes)
+    and the number of chained layers (``revsnn.bench.energy.count_synops``)."""
+    from revsnn.bench.energy import count_synops
+
+    rep = count_synops(model, x, spike_input=rule)
+    rows = rep.rows()
+    stem = sum(r["energy_mj_per_image"] for r in rows if r["layer"].startswith("stem"))
+    binary = [layer for layer in rep.layers if layer.spiking]
+    elements = sum(layer.input_elements for layer in binary)
+    return {"rule": rep.spike_input.value, "energy_mj": rep.energy_mj, "stem_mj": stem,
+            "macs": rep.macs, "acs": rep.acs, "mac_mj": rep.e_mac_pj * rep.macs * 1e-9,
+            "ac_dense_ops": sum(layer.ac_dense_ops for layer in rep.layers) / rep.batch_size,
+            "spike_rate": sum(layer.input_nonzeros for layer in binary) / max(elements, 1),
+            "chained_layers": sum(1 for r in rows if r["chained"])}
+
+
+def energy_rows(T: int, args: argparse.Namespace) -> Optional[Dict[str, Dict[str, Any]]]:
+    """``{rule: {"reversible" | "bptt": energy_of(...)}}`` for every rule of ``--energy-rule``."""
     try:
-        from revsnn.bench.energy import count_synops
+        from revsnn.bench.energy import count_synops  # noqa: F401 - presence check
     except ImportError:
         return None
     x = digits_images(args.energy_images, args.image, args.in_channels)
-    out: Dict[str, Any] = {}
+    out: Dict[str, Dict[str, Any]] = {rule: {} for rule in energy_rules(args.energy_rule)}
     for kind in ("reversible", "bptt"):
         torch.manual_seed(0)
         m = build(kind, T, args)
         if args.checkpoint and kind == "reversible":
             m.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
-        rep = count_synops(m, x)
-        stem = sum(r["energy_mj_per_image"] for r in rep.rows() if r["layer"].startswith("stem"))
-        out[kind] = {"energy_mj": rep.energy_mj, "stem_mj": stem, "macs": rep.macs, "acs": rep.acs}
+        for rule in out:
+            out[rule][kind] = energy_of(m, x, rule)
     return out
 
 
@@ -149,6 +178,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
     p.add_argument("--energy-images", type=int, default=32)
     p.add_argument("--checkpoint", default=None, help="trained T-RevSNN state_dict for energy")
+    p.add_argument("--energy-rule", default="both", choices=[*ENERGY_RULES, "both"],
+                   help="spike-input convention of the energy count: strict (DESIGN.md §5), "
+                        "linear_chain (published SNN convention) or both")
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-energy", action="store_true")
@@ -218,15 +250,18 @@ def main(argv: List[str]) -> int:
                 if "step_cpu_ms" in row[k]:
                     row[k]["step_cpu_vs_rev"] = row[k]["step_cpu_ms"] / rev["step_cpu_ms"]
         if not args.skip_energy and "reversible" in models and "bptt" in models:
-            e = energy_rows(T, args)
-            if e is not None:
+            for rule, e in (energy_rows(T, args) or {}).items():
                 for k in ("reversible", "bptt"):
-                    row[k]["energy_mj"] = e[k]["energy_mj"]
-                    row[k]["stem_mj"] = e[k]["stem_mj"]
-                row["bptt"]["energy_vs_rev"] = e["bptt"]["energy_mj"] / e["reversible"]["energy_mj"]
-                print(f"  T={T} energy mJ/img: reversible {e['reversible']['energy_mj']:.4f} "
-                      f"(stem {e['reversible']['stem_mj']:.4f}), bptt {e['bptt']['energy_mj']:.4f} "
-                      f"(stem {e['bptt']['stem_mj']:.4f})", flush=True)
+                    row[k][f"energy_mj_{rule}"] = e[k]["energy_mj"]
+                    row[k][f"stem_mj_{rule}"] = e[k]["stem_mj"]
+                ratio = e["bptt"]["energy_mj"] / e["reversible"]["energy_mj"]
+                row["bptt"][f"energy_vs_rev_{rule}"] = ratio
+                rev_e, bptt_e = e["reversible"], e["bptt"]
+                print(f"  T={T} energy mJ/img [{rule}]: reversible {rev_e['energy_mj']:.4f} "
+                      f"(stem {rev_e['stem_mj']:.4f}, {rev_e['stem_mj'] / rev_e['energy_mj']:.1%}),"
+                      f" bptt {bptt_e['energy_mj']:.4f} (stem {bptt_e['stem_mj']:.4f}, "
+                      f"{bptt_e['stem_mj'] / bptt_e['energy_mj']:.1%}), bptt/rev {ratio:.2f}x",
+                      flush=True)
         rows.extend(row[k] for k in models)
         del models
     rev = {r["T"]: r for r in rows if r["kind"] == "reversible" and "mib_per_img" in r}
@@ -241,7 +276,9 @@ def main(argv: List[str]) -> int:
                   f"vs published {PUBLISHED_MIB[T]}")
     cols = ["T", "kind", "params_M", "mib_per_img", "saved_mib_per_img", "mib_vs_rev",
             "stored_cols", "fixups", "step_ms", "step_vs_none", "step_cpu_ms", "step_cpu_vs_none",
-            "step_cpu_vs_rev", "energy_mj", "stem_mj", "energy_vs_rev"]
+            "step_cpu_vs_rev"]
+    cols += [f"{c}_{rule}" for rule in ENERGY_RULES for c in ("energy_mj", "stem_mj",
+                                                               "energy_vs_rev")]
     print()
     print(markdown_table(rows, [c for c in cols if any(c in r for r in rows)]))
     if args.csv:

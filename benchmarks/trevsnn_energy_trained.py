@@ -7,10 +7,14 @@ scikit-learn digits, fixed stratified split, same epochs, seed and optimiser) --
 inference forward on the first ``--images`` test images, normalised exactly as in training
 (``revsnn.bench.energy.count_synops``: MACs for real-valued inputs, ACs = firing rate x dense
 operations for spike inputs, E = 4.6 pJ MAC + 0.9 pJ AC). Prints accuracy, energy per image,
-MACs, ACs and mean firing rate of both, the ratio, and the stem's share.
+MACs, ACs and mean firing rate of both, the ratio, and the share of the layers counted as MACs.
+``--energy-rule``: ``strict`` (DESIGN.md §5: ACs only for binary inputs), ``linear_chain`` (also
+a layer fed directly by a spike-fed layer, e.g. pw1 in ``pw1(dw1(S(z)))``: the SOP convention
+of published SNN energy figures) or ``both`` (default, the same trained weights); every line
+names its rule.
 
     python benchmarks/trevsnn_energy_trained.py                      # train both (CPU, minutes)
-    python benchmarks/trevsnn_energy_trained.py --T 8
+    python benchmarks/trevsnn_energy_trained.py --T 8 --energy-rule linear_chain
     python benchmarks/trevsnn_energy_trained.py --checkpoints runs/a runs/b
 """
 
@@ -32,6 +36,7 @@ from revsnn.train.config import TrainConfig, apply_overrides
 from revsnn.train.loop import _inputs, run_training
 
 PAIR = ("trevsnn_cifar", "trevsnn_cifar_bptt")
+ENERGY_RULES = ("strict", "linear_chain")  # revsnn.bench.energy.SpikeInput values
 
 
 def _trained(name: str, args: argparse.Namespace, ck: Optional[str]):
@@ -59,19 +64,21 @@ def _trained(name: str, args: argparse.Namespace, ck: Optional[str]):
     return model.cpu(), bundle, acc
 
 
-def _report(name: str, model, bundle, n: int) -> Dict[str, Any]:
+def _report(name: str, model, bundle, n: int, rule: str) -> Dict[str, Any]:
     test = bundle.test
     from revsnn.data import Loader
 
     batch = next(iter(Loader(test, n, False)))
     x, _ = _inputs(bundle, batch, None, train=False)
-    rep = count_synops(model, x, batch_size=x.shape[0])
+    rep = count_synops(model, x, batch_size=x.shape[0], spike_input=rule)
     rows = rep.rows()
-    spiking = [r["firing_rate"] for r in rows if r["spiking_input"]]
-    stem = sum(r["energy_mj_per_image"] for r in rows if not r["spiking_input"])
+    spiking = [r["firing_rate"] for r in rows if r["spiking_input"]]  # binary inputs only
+    mac = sum(r["energy_mj_per_image"] for r in rows
+              if not (r["spiking_input"] or r["chained"]))
     return {
-        "model": name, "energy_mj": rep.energy_mj, "macs": rep.macs, "acs": rep.acs,
-        "mean_rate": sum(spiking) / max(len(spiking), 1), "non_spiking_mj": stem,
+        "model": name, "rule": rep.spike_input.value, "energy_mj": rep.energy_mj,
+        "macs": rep.macs, "acs": rep.acs, "mean_rate": sum(spiking) / max(len(spiking), 1),
+        "non_spiking_mj": mac, "chained_layers": sum(1 for r in rows if r["chained"]),
         "images": int(x.shape[0]),
     }
 
@@ -84,25 +91,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--images", type=int, default=256, help="test images for the firing rates")
     p.add_argument("--checkpoints", nargs=2, default=None, metavar=("TREVSNN", "BPTT"))
     p.add_argument("--out", default="runs/energy_trained")
+    p.add_argument("--energy-rule", default="both", choices=[*ENERGY_RULES, "both"],
+                   help="spike-input convention of the energy count: strict (DESIGN.md §5), "
+                        "linear_chain (published SNN convention) or both")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    res = []
+    rules = list(ENERGY_RULES) if args.energy_rule == "both" else [args.energy_rule]
+    res: Dict[str, List[Dict[str, Any]]] = {rule: [] for rule in rules}
     for i, name in enumerate(PAIR):
         ck = args.checkpoints[i] if args.checkpoints else None
         model, bundle, acc = _trained(name, args, ck)
-        r = _report(name, model, bundle, args.images)
-        r["test_acc"] = acc
-        res.append(r)
-        print(f"{name}: {r['energy_mj']:.5f} mJ/img (MACs {r['macs']:.4g}, ACs {r['acs']:.4g}, "
-              f"mean firing rate {r['mean_rate']:.3f}, non-spiking-input layers "
-              f"{r['non_spiking_mj']:.5f} mJ), test acc "
-              f"{'n/a' if acc is None else f'{acc:.2f}%'}", flush=True)
-    ratio = res[1]["energy_mj"] / res[0]["energy_mj"]
-    print(f"energy ratio bptt / T-RevSNN: {ratio:.2f}x (paper 1.6x), T={args.T}, "
-          f"{res[0]['images']} digits test images, torch {torch.__version__}, CPU")
+        for rule in rules:
+            r = _report(name, model, bundle, args.images, rule)
+            r["test_acc"] = acc
+            res[rule].append(r)
+            print(f"[{rule}] {name}: {r['energy_mj']:.5f} mJ/img (MACs {r['macs']:.4g}, ACs "
+                  f"{r['acs']:.4g}, mean firing rate {r['mean_rate']:.3f}, MAC-counted layers "
+                  f"{r['non_spiking_mj']:.5f} mJ, {r['chained_layers']} chained layers), test acc "
+                  f"{'n/a' if acc is None else f'{acc:.2f}%'}", flush=True)
+    ratios = {rule: rows[1]["energy_mj"] / rows[0]["energy_mj"] for rule, rows in res.items()}
+    for rule, ratio in ratios.items():
+        print(f"[{rule}] energy ratio bptt / T-RevSNN: {ratio:.2f}x (paper 1.6x), T={args.T}, "
+              f"{res[rule][0]['images']} digits test images, torch {torch.__version__}, CPU")
     if args.json:
-        Path(args.json).write_text(json.dumps({"ratio": ratio, "rows": res}, indent=2))
+        Path(args.json).write_text(json.dumps(
+            {"ratios": ratios, "rows": [r for rows in res.values() for r in rows]}, indent=2))
     return 0
 
 

@@ -166,3 +166,22 @@ def test_timing_helpers_restore_the_model_and_enforce_the_rules():
     assert ratios({"none": 2.0, "reversible": 3.0}, "none") == {"none": 1.0, "reversible": 1.5}
     with pytest.raises(ValueError, match="baseline"):
         ratios({"none": 2.0}, "checkpoint")
+
+
+def test_energy_spike_input_convention(tmp_path):
+    """T-RevSNN's pw1 reads dw1's real-valued output: MACs under strict, ACs when chained."""
+    rows = {}
+    for rule in ("strict", "linear_chain"):
+        out = tmp_path / rule
+        assert main(["energy", "--models", "trevsnn_test", "--memory-modes", "reversible",
+                     "--batch", "2", "--image-size", "8", "--num-classes", "3",
+                     "--spike-input", rule, "--out", str(out)]) == 0
+        energy = report.read_csv(out / "energy.csv")
+        assert energy[0]["spike_input"] == rule
+        rows[rule] = (energy[0], report.read_csv(out / "energy_layers.csv"))
+    strict, chained = rows["strict"], rows["linear_chain"]
+    pw1 = [r for r in chained[1] if r["layer"].endswith("pw1")]
+    assert pw1 and all(r["chained"] == "True" and float(r["macs_per_image"]) == 0 for r in pw1)
+    assert all(float(r["macs_per_image"]) > 0 and float(r["acs_per_image"]) == 0
+               for r in strict[1] if r["layer"].endswith("pw1"))
+    assert float(chained[0]["energy_mj_per_image"]) < float(strict[0]["energy_mj_per_image"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from revsnn.bench.energy import E_AC_PJ, E_MAC_PJ, count_synops, dense_ops
+from revsnn.bench.energy import E_AC_PJ, E_MAC_PJ, SpikeInput, count_synops, dense_ops
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -143,3 +143,121 @@ def test_matches_spikingjelly_synop_counter_when_installed():
         m[0](x)
         m[2](spikes_h.flatten(1))
     assert ours == pytest.approx(float(counter.get_total()), rel=1e-9)
+
+
+class _SpikeDwPw(nn.Module):
+    """``spike -> depthwise 3x3 -> [mid] -> 1x1 conv`` (T-RevSNN's ``pw1(dw1(S(z)))``), with an
+    optional first conv on the real input and something in between that may break the chain."""
+
+    def __init__(self, mid: str = "none", first: bool = False) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(4, 4, 1) if first else None
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(4)
+        self.pw = nn.Conv2d(4, 8, 1)
+        self.mid = mid
+        with torch.no_grad():  # dw outputs 0.125 + 0.25 k: never 0 or 1, so never binary
+            self.dw.weight.fill_(0.25)
+            self.dw.bias.fill_(0.125)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first is not None:
+            x = self.first(x)
+        y = self.dw(x)
+        if self.mid == "bn":
+            y = self.bn(y)
+        elif self.mid == "relu":
+            y = torch.relu(y)
+        elif self.mid == "relu_inplace":
+            y.relu_()  # same object, changed in place
+        elif self.mid == "add":
+            y = y + y
+        elif self.mid == "view":
+            y = y.view(y.shape)  # a new tensor object
+        return self.pw(y)
+
+
+# x: [2, 4, 5, 5] spikes, every 4th fires: 50 of 200, rate 1/4
+# dw: 200 outputs x 1 x 9 = 1800 dense ops -> ACs 450 (225 per image) in both conventions
+# pw: 400 outputs x 4 = 1600 dense ops -> STRICT: MACs 800 per image; LINEAR_CHAIN: ACs at the
+#     spike rate 1600 / 4 = 400 (200 per image)
+_DW_ACS, _PW_OPS = 225.0, 800.0
+
+
+def test_linear_chain_counts_pw_after_dw_as_acs_at_the_spike_rate():
+    x = _spikes((2, 4, 5, 5), every=4)
+    assert int(x.sum()) == 50
+    m = _SpikeDwPw()
+    strict = count_synops(m, x)
+    assert strict.spike_input is SpikeInput.STRICT and strict.summary()["spike_input"] == "strict"
+    assert strict.acs == _DW_ACS and strict.macs == _PW_OPS
+    dw, pw = strict.rows()
+    assert dw["spiking_input"] and not dw["chained"] and dw["firing_rate"] == 0.25
+    assert not pw["spiking_input"] and not pw["chained"] and pw["firing_rate"] == ""
+    assert pw["macs_per_image"] == _PW_OPS and pw["spike_input"] == "strict"
+    assert [layer.ac_dense_ops for layer in strict.layers] == [1800, 0]
+
+    for conv in ("linear_chain", SpikeInput.LINEAR_CHAIN, "LINEAR_CHAIN"):
+        rep = count_synops(m, x, spike_input=conv)
+        assert rep.spike_input is SpikeInput.LINEAR_CHAIN
+        assert rep.summary()["spike_input"] == "linear_chain"
+        assert rep.macs == 0 and rep.acs == _DW_ACS + _PW_OPS / 4 == 425.0
+        dw, pw = rep.rows()
+        assert dw["spiking_input"] and not dw["chained"]
+        assert not pw["spiking_input"] and pw["chained"]  # not binary itself, chained to x
+        assert pw["firing_rate"] == 0.25 and pw["acs_per_image"] == 200.0
+        assert pw["macs_per_image"] == 0 and pw["spike_input"] == "linear_chain"
+        assert rep.layers[1].chained_calls == 1 and rep.layers[1].binary_calls == 0
+        assert [layer.ac_dense_ops for layer in rep.layers] == [1800, 1600]
+        assert rep.energy_mj == pytest.approx(E_AC_PJ * 425 * 1e-9, rel=1e-12)
+    assert strict.energy_mj == pytest.approx((E_AC_PJ * 225 + E_MAC_PJ * 800) * 1e-9, rel=1e-12)
+
+
+def test_linear_chain_continues_through_several_layers_and_keeps_the_origin_rate():
+    m = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 1),
+                      nn.Conv2d(8, 2, 1))  # dw -> pw -> pw, all fed by the spikes, affinely
+    x = _spikes((2, 4, 5, 5), every=4)  # rate 1/4
+    rep = count_synops(m, x, spike_input="linear_chain")
+    assert [r["chained"] for r in rep.rows()] == [False, True, True]
+    assert [layer.firing_rate for layer in rep.layers] == [0.25, 0.25, 0.25]
+    # dense ops 1800, 400 x 4 = 1600, 100 x 8 = 800 -> ACs / 4, per image / 2
+    assert rep.macs == 0 and rep.acs == (1800 + 1600 + 800) / 4 / 2
+    assert count_synops(m, x).macs == (1600 + 800) / 2  # STRICT: only the first is ACs
+
+
+@pytest.mark.parametrize("mid", ["bn", "relu", "relu_inplace", "add", "view"])
+def test_anything_between_the_layers_breaks_the_chain(mid):
+    x = _spikes((2, 4, 5, 5), every=4)
+    for conv in SpikeInput:
+        rep = count_synops(_SpikeDwPw(mid), x, spike_input=conv)
+        assert rep.acs == _DW_ACS and rep.macs == _PW_OPS, (mid, conv)
+        assert not rep.rows()[1]["chained"]
+
+
+def test_first_layer_on_real_input_is_macs_in_both_conventions():
+    torch.manual_seed(0)
+    m = _SpikeDwPw(first=True)
+    real = torch.randn(2, 4, 5, 5)
+    # first: 200 outputs x 4 = 800 dense ops; its real output starts no chain: dw and pw MACs
+    for conv in ("strict", "linear_chain"):
+        rep = count_synops(m, real, spike_input=conv)
+        assert rep.acs == 0 and rep.macs == (800 + 1800 + 1600) / 2
+        assert not any(r["chained"] or r["spiking_input"] for r in rep.rows())
+
+
+def test_linear_chain_ignores_a_different_tensor_under_a_reused_id():
+    from revsnn.bench.energy import _Chains
+
+    a, b = torch.zeros(3), torch.ones(3)
+    chains = _Chains()
+    chains.add(a, (1, 4))
+    assert chains.get(a) == (1, 4)
+    ref, version, spikes = chains.outputs.pop(id(a))
+    chains.outputs[id(b)] = (ref, version, spikes)  # as if b had been allocated at a's id
+    assert chains.get(b) is None and id(b) not in chains.outputs
+
+
+def test_unknown_spike_input_convention_is_a_clear_error():
+    with pytest.raises(ValueError, match="spike_input.*'strict', 'linear_chain'"):
+        count_synops(nn.Linear(2, 2), torch.ones(1, 2), spike_input="sop")
+    assert SpikeInput.parse("strict") is SpikeInput.STRICT

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..reversible.mode import MemoryMode
 from . import report
-from .energy import E_AC_PJ, E_MAC_PJ, count_synops
+from .energy import E_AC_PJ, E_MAC_PJ, SpikeInput, count_synops
 from .memory import measure_training_step
 from .timing import MIN_REPEATS, ratios, time_inference, time_training_step
 
@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"speed: timed steps, median reported (>= {MIN_REPEATS})")
     p.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="energy per MAC in pJ")
     p.add_argument("--e-ac", type=float, default=E_AC_PJ, help="energy per AC in pJ")
+    p.add_argument("--spike-input", choices=[r.value for r in SpikeInput],
+                   default=SpikeInput.STRICT.value,
+                   help="energy: which layer inputs count as spikes -- strict (binary inputs "
+                   "only, the default) or linear_chain (also layers fed by a spike-fed layer "
+                   "through linear layers only: the SOP convention of published SNN figures)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for CPU runs (default: torch's own choice)")
     p.add_argument("--seed", type=int, default=0)
@@ -273,7 +278,7 @@ def _run_energy(model, name, modes, base, make_batch, args, layer_rows) -> List[
     _set_mode(model, name, mode)
     x, _ = make_batch(args.batch)
     rep = count_synops(model, x.to(args.device), batch_size=args.batch,
-                       e_mac_pj=args.e_mac, e_ac_pj=args.e_ac)
+                       e_mac_pj=args.e_mac, e_ac_pj=args.e_ac, spike_input=args.spike_input)
     for lr in rep.rows():
         layer_rows.append({"model": name, "T": base["T"], "depth": base["depth"],
                            "sweep_value": base["sweep_value"], **lr})
@@ -288,6 +293,7 @@ def _run_energy(model, name, modes, base, make_batch, args, layer_rows) -> List[
         "mean_firing_rate": sum(rates) / len(rates) if rates else "",
         "e_mac_pj": args.e_mac,
         "e_ac_pj": args.e_ac,
+        "spike_input": rep.spike_input.value,
     }]
 
 

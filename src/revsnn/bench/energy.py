@@ -19,13 +19,36 @@ reported per layer and in total, **per image** in mJ: counts are summed over eve
 layer (time steps looped or folded into the batch as ``[T*B, ...]``) and divided by the batch
 size B -- the number of images, never T*B. Biases, normalisation, neuron updates and residual
 additions are not synaptic operations and are not counted.
+
+Which inputs count as spikes (``spike_input=``, a :class:`SpikeInput`):
+
+- ``SpikeInput.STRICT`` (default; the DESIGN.md §5 rule): only a layer whose own input tensor
+  is binary counts ACs. A layer fed by another layer's real-valued output counts MACs, e.g.
+  ``pw1`` in T-RevSNN's ``u = pw1(dw1(S(z)))``.
+- ``SpikeInput.LINEAR_CHAIN``: in addition, a Conv/Linear layer whose input is *the very output
+  tensor* of a Conv/Linear layer that counted as ACs (binary input, or chained itself) counts
+  ``ACs = r * ops`` with the rate ``r`` of the spike tensor that started the chain. Reason:
+  ``pw1(dw1(s))`` is affine in the spikes ``s`` (dw1's bias is a constant), so the composition
+  is one linear synaptic map that hardware can run event-driven -- every spike is accumulated
+  into the outputs it reaches -- and SNN papers count it as SOPs = firing rate x FLOPs for every
+  layer fed by spikes directly or through purely linear layers. This is the convention needed
+  to reproduce published SNN energy figures (e.g. T-RevSNN's 2.8 mJ, Hu et al. ICML 2024); it
+  is opt-in, STRICT stays the default of this library. Anything in between breaks the chain
+  and the layer counts MACs as before: normalisation, an addition, a nonlinearity, a reshape
+  or view (a new tensor object), or an in-place change of the output (its version counter
+  moved). The first layer on real images is never chained. Identity is tracked by a weak
+  reference to the output tensor, so a freed tensor whose ``id`` is reused starts nothing.
+  Matmuls outside the hooked layers (``A @ B``, e.g. spike attention, bilinear in its operands)
+  neither start nor continue a chain.
 """
 
 from __future__ import annotations
 
+import enum
 import math
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -36,6 +59,7 @@ __all__ = [
     "E_AC_PJ",
     "LayerOps",
     "EnergyReport",
+    "SpikeInput",
     "count_synops",
     "dense_ops",
 ]
@@ -47,10 +71,32 @@ PJ_TO_MJ = 1e-9
 DEFAULT_LAYERS: Tuple[Type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+class SpikeInput(str, enum.Enum):
+    """Which layer inputs count as spikes (ACs); see the module docstring."""
+
+    STRICT = "strict"  # the layer's own input is binary (DESIGN.md §5, default)
+    LINEAR_CHAIN = "linear_chain"  # ... or the untouched output of a layer that counted ACs
+
+    @classmethod
+    def parse(cls, value: Union[SpikeInput, str]) -> SpikeInput:
+        """The enum from itself or its string value (``"strict"``, ``"linear_chain"``)."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(
+                f"unknown spike_input convention {value!r}; expected one of {choices}"
+            ) from None
+
+
 @dataclass
 class LayerOps:
     """Operation counts of one layer summed over all its calls in the forward pass (whole
-    batch). ``input_nonzeros`` / ``input_elements`` cover the calls with binary input only."""
+    batch). ``input_nonzeros`` / ``input_elements`` cover the calls counted as ACs: the binary
+    input itself, or for a chained call (``SpikeInput.LINEAR_CHAIN``) the spike tensor that
+    started the chain."""
 
     name: str
     kind: str
@@ -59,19 +105,27 @@ class LayerOps:
     macs: float = 0.0
     acs: float = 0.0
     binary_calls: int = 0
+    chained_calls: int = 0
+    ac_dense_ops: int = 0  # dense ops of the calls counted as ACs (ACs = rate * these)
     input_nonzeros: int = 0
     input_elements: int = 0
 
     @property
     def firing_rate(self) -> Optional[float]:
-        """Fraction of nonzero inputs over the binary-input calls; ``None`` if none was binary."""
-        if self.binary_calls == 0 or self.input_elements == 0:
+        """Fraction of nonzero spikes over the AC calls (binary or chained); ``None`` if none."""
+        if self.binary_calls + self.chained_calls == 0 or self.input_elements == 0:
             return None
         return self.input_nonzeros / self.input_elements
 
     @property
     def spiking(self) -> bool:
+        """Every call had a binary input."""
         return self.calls > 0 and self.binary_calls == self.calls
+
+    @property
+    def chained(self) -> bool:
+        """At least one call counted ACs through a linear chain (none was a plain MAC call)."""
+        return self.chained_calls > 0 and self.binary_calls + self.chained_calls == self.calls
 
     def energy_pj(self, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ) -> float:
         return e_mac_pj * self.macs + e_ac_pj * self.acs
@@ -86,6 +140,7 @@ class EnergyReport:
     e_mac_pj: float = E_MAC_PJ
     e_ac_pj: float = E_AC_PJ
     extra: Dict[str, Any] = field(default_factory=dict)
+    spike_input: SpikeInput = SpikeInput.STRICT
 
     @property
     def macs(self) -> float:
@@ -104,7 +159,8 @@ class EnergyReport:
         return pj / self.batch_size * PJ_TO_MJ
 
     def rows(self) -> List[Dict[str, Any]]:
-        """One dict per layer, per image: name, kind, calls, MACs, ACs, firing rate, energy."""
+        """One dict per layer, per image: name, kind, calls, binary input (``spiking_input``),
+        ACs through a linear chain (``chained``), MACs, ACs, firing rate, energy, convention."""
         out = []
         for layer in self.layers:
             rate = layer.firing_rate
@@ -114,12 +170,14 @@ class EnergyReport:
                     "kind": layer.kind,
                     "calls": layer.calls,
                     "spiking_input": layer.spiking,
+                    "chained": layer.chained,
                     "macs_per_image": layer.macs / self.batch_size,
                     "acs_per_image": layer.acs / self.batch_size,
                     "firing_rate": "" if rate is None else rate,
                     "energy_mj_per_image": layer.energy_pj(self.e_mac_pj, self.e_ac_pj)
                     / self.batch_size
                     * PJ_TO_MJ,
+                    "spike_input": self.spike_input.value,
                 }
             )
         return out
@@ -132,6 +190,7 @@ class EnergyReport:
             "e_mac_pj": self.e_mac_pj,
             "e_ac_pj": self.e_ac_pj,
             "batch": self.batch_size,
+            "spike_input": self.spike_input.value,
         }
 
 
@@ -155,17 +214,28 @@ def _binary_nonzeros(t: torch.Tensor) -> Optional[int]:
     return int(t.count_nonzero())
 
 
-def _record(entry: LayerOps, x: torch.Tensor, ops: int) -> None:
+def _record(
+    entry: LayerOps, x: torch.Tensor, ops: int, chain: Optional[Tuple[int, int]] = None
+) -> Optional[Tuple[int, int]]:
+    """Count one call; ``chain`` = (nnz, numel) of the spike tensor that started a linear chain
+    ending in ``x``. Returns the (nnz, numel) the call's ACs used, ``None`` for MACs."""
     entry.calls += 1
     entry.dense_ops += ops
     nnz = _binary_nonzeros(x)
-    if nnz is None:
-        entry.macs += ops
-    else:
+    if nnz is not None:
         entry.binary_calls += 1
-        entry.input_nonzeros += nnz
-        entry.input_elements += x.numel()
-        entry.acs += ops * nnz / x.numel() if x.numel() else 0.0
+        spikes = (nnz, x.numel())
+    elif chain is not None:
+        entry.chained_calls += 1
+        spikes = chain
+    else:
+        entry.macs += ops
+        return None
+    entry.ac_dense_ops += ops
+    entry.input_nonzeros += spikes[0]
+    entry.input_elements += spikes[1]
+    entry.acs += ops * spikes[0] / spikes[1] if spikes[1] else 0.0
+    return spikes
 
 
 _MATMULS = {
@@ -199,9 +269,46 @@ class _MatmulCounter(TorchFunctionMode):
         return out
 
 
+def _version(t: torch.Tensor) -> Optional[int]:
+    """The in-place version counter (``None`` for inference-mode tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+class _Chains:
+    """Outputs of layers that counted ACs, by identity: ``id -> (weakref, version, spikes)``.
+    An entry matches only the same live object, not modified in place since it was produced
+    (inference-mode tensors have no version counter: identity only)."""
+
+    def __init__(self) -> None:
+        self.outputs: Dict[int, Tuple[Any, Optional[int], Tuple[int, int]]] = {}
+
+    def add(self, out: Any, spikes: Tuple[int, int]) -> None:
+        if isinstance(out, torch.Tensor):
+            self.outputs[id(out)] = (weakref.ref(out), _version(out), spikes)
+
+    def get(self, x: torch.Tensor) -> Optional[Tuple[int, int]]:
+        entry = self.outputs.get(id(x))
+        if entry is None:
+            return None
+        ref, version, spikes = entry
+        if ref() is not x or _version(x) != version:
+            del self.outputs[id(x)]  # a new object under a reused id, or changed in place
+            return None
+        return spikes
+
+
 class _Counter:
-    def __init__(self, model: nn.Module, layer_types: Tuple[Type[nn.Module], ...]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_types: Tuple[Type[nn.Module], ...],
+        spike_input: SpikeInput = SpikeInput.STRICT,
+    ) -> None:
         self.layers: Dict[str, LayerOps] = {}
+        self.chains = _Chains() if spike_input is SpikeInput.LINEAR_CHAIN else None
         self.layer_depth = 0
         self.stack: List[Tuple[str, List[int]]] = []  # (module name, [matmul index])
         self.handles: List[Any] = []
@@ -235,7 +342,10 @@ class _Counter:
             self.layer_depth -= 1
             x = inputs[0]
             with torch._C.DisableTorchFunction():
-                _record(self.layers[label], x, dense_ops(module, output))
+                chain = None if self.chains is None else self.chains.get(x)
+                spikes = _record(self.layers[label], x, dense_ops(module, output), chain)
+                if spikes is not None and self.chains is not None:
+                    self.chains.add(output, spikes)
 
         return hook
 
@@ -271,6 +381,7 @@ def count_synops(
     layer_types: Sequence[Type[nn.Module]] = DEFAULT_LAYERS,
     count_matmul: bool = True,
     eval_mode: bool = True,
+    spike_input: Union[SpikeInput, str] = SpikeInput.STRICT,
 ) -> EnergyReport:
     """Run ``model(x)`` once (eval mode, no grad) and count MACs / ACs per layer.
 
@@ -283,6 +394,11 @@ def count_synops(
             explicitly when ``x`` is already folded as ``[T*B, ...]``.
         e_mac_pj, e_ac_pj: energy per MAC / AC in pJ (4.6 / 0.9 by default).
         eval_mode: run in ``model.eval()`` (restored afterwards).
+        spike_input: which inputs count as spikes, a :class:`SpikeInput` or its value:
+            ``"strict"`` (default, DESIGN.md §5: binary inputs only) or ``"linear_chain"``
+            (also a layer fed directly by the output of a layer that counted ACs, at the rate
+            of the spikes that started the chain -- the convention of published SNN energy
+            figures). Recorded in the report.
 
     Returns an :class:`EnergyReport` (``.rows()`` per layer, ``.energy_mj`` per image).
     Layers that never ran are left out.
@@ -291,7 +407,8 @@ def count_synops(
         batch_size = _infer_batch(x)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    counter = _Counter(model, tuple(layer_types))
+    spike_input = SpikeInput.parse(spike_input)
+    counter = _Counter(model, tuple(layer_types), spike_input)
     was_training = model.training
     if eval_mode:
         model.eval()
@@ -306,4 +423,4 @@ def count_synops(
         counter.remove()
         model.train(was_training)
     layers = [entry for entry in counter.layers.values() if entry.calls > 0]
-    return EnergyReport(layers, batch_size, e_mac_pj, e_ac_pj)
+    return EnergyReport(layers, batch_size, e_mac_pj, e_ac_pj, spike_input=spike_input)
