@@ -193,6 +193,35 @@ def test_reversible_saved_memory_is_flat_in_T():
     assert saved(6, "none") > 2.5 * saved(2, "none")
 
 
+def test_column_loss_keeps_only_logits_per_column():
+    """The heads run inside the engine: with the loss over every head, reversible training keeps
+    per extra column only what the loss itself saves (one [B, classes] tensor), no pooled state."""
+    B, classes = 4, 10
+
+    def saved(T):
+        torch.manual_seed(0)
+        m = revsnn.create_model("trevsnn_test", T=T, memory_mode="reversible",
+                                tolerance=float("inf"))
+        x, y = torch.randn(B, 3, 8, 8), torch.arange(B)
+        exclude = [*m.parameters(), *m.buffers(), x]
+        return saved_tensor_bytes(lambda: column_loss(m.forward_heads(x), y), exclude=exclude)
+
+    growth = saved(6) - saved(2)
+    assert 0 <= growth <= 4 * (B * classes * 4 + 32)
+
+
+def test_reset_classifier_reaches_the_engine_heads():
+    m = revsnn.create_model("trevsnn_test", num_classes=10, T=3)
+    m.reset_classifier(5)
+    assert m.columns.readout.heads is m.heads
+    x = torch.randn(2, 3, 8, 8)
+    heads = m.forward_heads(x)
+    assert [h.shape for h in heads] == [(2, 5)] * 3
+    column_loss(heads, torch.tensor([0, 4])).backward()
+    assert all(p.grad is not None for p in m.heads.parameters())
+    assert not any(k.startswith("columns.readout") for k in m.state_dict())
+
+
 def test_memory_summary_reports_the_policy():
     m = revsnn.create_model("trevsnn_test", T=4, store_every=2)
     column_loss(m.forward_heads(torch.randn(2, 3, 8, 8)), torch.tensor([0, 1])).backward()

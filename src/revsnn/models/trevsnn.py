@@ -54,22 +54,33 @@ from .trevsnn_blocks import (
     stateless,
 )
 
-__all__ = ["TRevSNN", "TRevSNNBPTT", "PooledReadout"]
+__all__ = ["TRevSNN", "TRevSNNBPTT", "ColumnHeads"]
 
 # Thresholds of the stateless spike: fires at 0.5, gradient window [0, 1].
 SPIKE_THRESHOLDS = (0.0, 0.5, 1.0)
 
 
-class PooledReadout:
-    """Parameter-free readout of a column's top state: ``GAP(c_3^t)`` for t < T, ``GAP(S(c_3^T))``
-    for the last column -> ``[B, C3, 1, 1]``."""
+class ColumnHeads:
+    """The column readout with the heads (SYSTEMS.md §2): column t < T gives
+    ``head_t(GAP(c_3^t))``, the last column ``head_T(GAP(S(c_3^T)))`` -> ``[B, classes]``.
 
-    def __init__(self, last: int) -> None:
-        self.last = int(last)
+    A view of the model's ``heads`` (registered by the model, not by the engine); the column
+    engine trains the heads through it, recomputing them in the reversible backward, so no
+    pooled state is kept per column.
+    """
+
+    def __init__(self, heads: nn.ModuleList) -> None:
+        self.heads = heads
+
+    def modules(self):
+        return self.heads.modules()
+
+    def parameters(self):
+        return self.heads.parameters()
 
     def __call__(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
-        x = stateless_spike(c_top) if t == self.last else c_top
-        return x.mean(dim=(2, 3), keepdim=True)
+        x = stateless_spike(c_top) if t == len(self.heads) - 1 else c_top
+        return self.heads[t](x.mean(dim=(2, 3), keepdim=True))  # [B, C3, 1, 1] -> [B, classes]
 
 
 def _check_common(channels: Sequence[int], T: int, kernel: int, num_classes: int, in_channels: int):
@@ -147,9 +158,10 @@ class TRevSNN(SpikingModel):
         self.columns = TemporalColumns(
             columns, C, memory_mode=memory_mode, alpha_init=alpha_init, alpha_floor=alpha_floor,
             tolerance=tolerance, store_every=store_every, thresholds=SPIKE_THRESHOLDS,
-            readout=PooledReadout(T - 1), state_dtype=torch.float64,
+            state_dtype=torch.float64,
         )
         self.heads = self._make_heads(self.num_classes)
+        self.columns.readout = ColumnHeads(self.heads)  # one head per column, in the engine
         self.set_memory_mode(memory_mode)
 
     def _make_heads(self, num_classes: int) -> nn.ModuleList:
@@ -174,13 +186,11 @@ class TRevSNN(SpikingModel):
 
     def forward_heads(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Logits of every column's head, ``[B, classes]`` each; the last is the final head."""
-        pooled = self.columns(self._encode(x))  # T x [B, C3, 1, 1]
-        return [head(p) for head, p in zip(self.heads, pooled)]
+        return list(self.columns(self._encode(x)))  # T x [B, classes]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The final (last column's) logits ``[B, classes]``."""
-        pooled = self.columns(self._encode(x))
-        return self.heads[-1](pooled[-1])
+        return self.columns(self._encode(x))[-1]
 
     # ----------------------------------------------------------------------------- verbs
     def get_classifier(self) -> nn.Module:
@@ -189,7 +199,9 @@ class TRevSNN(SpikingModel):
     def reset_classifier(self, num_classes: int) -> None:
         ref = self.heads[-1].conv1.weight
         self.num_classes = int(num_classes)
-        self.heads = self._make_heads(self.num_classes).to(device=ref.device, dtype=ref.dtype)
+        heads = self._make_heads(self.num_classes).to(device=ref.device, dtype=ref.dtype)
+        for i, head in enumerate(heads):  # in place: the engine's readout views this list
+            self.heads[i] = head
 
     def memory_summary(self) -> Dict[str, Any]:
         """What REVERSIBLE training keeps (from the last training forward) and error bounds."""

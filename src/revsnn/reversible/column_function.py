@@ -38,7 +38,8 @@ def _aliased_parameters(module: torch.nn.Module, skip: set):
     A lighter ``torch.func.functional_call``: gradients are taken with respect to the
     aliases, so hooks on the real parameters never see per-level partial sums."""
     slots, aliases = [], {}
-    for mod in module.modules():
+    modules = getattr(module, "modules", None)
+    for mod in (modules() if modules is not None else ()):
         for name, p in mod._parameters.items():
             if p is None or not p.requires_grad or id(p) in skip:
                 continue
@@ -146,10 +147,14 @@ class ColumnFunction(torch.autograd.Function):
                 si = t if n_s > 1 else 0
                 if g_out[t] is not None:  # the readout of this column's top state
                     top = c_t[L - 1].detach().to(cd).requires_grad_(True)
-                    with torch.enable_grad():
+                    with torch.enable_grad(), _aliased_parameters(eng.readout, set()) as named:
                         r = eng._readout(t, top)
                     if r.requires_grad:
-                        dc[L - 1] = _add(dc[L - 1], torch.autograd.grad(r, top, g_out[t])[0])
+                        gs = torch.autograd.grad(r, [top] + [a for _, a in named], g_out[t],
+                                                 allow_unused=True)
+                        dc[L - 1] = _add(dc[L - 1], gs[0])
+                        for (p, _), gp in zip(named, gs[1:]):
+                            accumulate(id(p), gp)
                 c_p: List[Optional[torch.Tensor]] = (
                     list(stored[t - 1]) if t - 1 in stored else [None] * L
                 )

@@ -122,8 +122,13 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             no fix-ups -- pure rebuild, for measurements).
         store_every: also store every k-th column (0: never).
         thresholds: input thresholds of the levels' spike functions (see module docstring).
-        readout: parameter-free ``readout(t, c_top^t)`` applied to each column's top state;
-            the engine returns ``[readout(t, c_{L-1}^t) for t]`` (identity by default).
+        readout: ``readout(t, c_top^t)`` applied to each column's top state; the engine
+            returns ``[readout(t, c_{L-1}^t) for t]`` (identity by default). It may have
+            parameters (e.g. per-column heads): an object with ``parameters()`` (an
+            ``nn.Module``, or a view of modules its owner registers) is trained through the
+            engine -- in REVERSIBLE mode it is recomputed in the backward from each rebuilt top
+            state, so nothing is kept per column. The engine does not register it as a
+            submodule (its owner does), so state-dict keys do not change.
         preserve_rng_state: capture and replay RNG state for the recomputation (dropout).
         state_dtype: dtype of the states ``c`` and of the alpha recurrence (``None``: the
             parameters' dtype). The levels still compute in the parameters' dtype (their
@@ -190,6 +195,12 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         self.recompute_count = 0  # levels recomputed by reversible backward (for checks)
         self.last_report = ColumnReport()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "readout":  # a view the owner registers, never a submodule of the engine
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # ------------------------------------------------------------------------- basics
     @property
     def T(self) -> int:
@@ -252,6 +263,18 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             )
         return s
 
+    def _readout_params(self) -> List[nn.Parameter]:
+        """The readout's trainable parameters (each once), if it has any."""
+        params = getattr(self.readout, "parameters", None)
+        if params is None:
+            return []
+        seen, out = set(), []
+        for p in params():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
     def _readout(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
         c_top = c_top.to(self._dtypes()[0])
         return c_top if self.readout is None else self.readout(t, c_top)
@@ -284,6 +307,8 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         s_list = self._inputs(s)
         self.clamp_alpha_()
         params = _unique_params(self)  # every level's parameters (shared ones once) and alpha
+        known = {id(p) for p in params}
+        params += [p for p in self._readout_params() if id(p) not in known]
         grad = torch.is_grad_enabled() and (
             bool(params) or any(x.requires_grad for x in s_list)
         )
