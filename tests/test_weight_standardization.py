@@ -8,12 +8,7 @@ import torch
 from torch import nn
 
 from revsnn.reversible.columns import TemporalColumns
-from revsnn.reversible.weights import (
-    WeightLeaves,
-    lent_weights,
-    transform_weights,
-    transformed_modules,
-)
+from revsnn.reversible.weights import LentWeights, lent_weights, transformed_modules
 from revsnn.spiking import WSConv2d, stateless_spike
 from revsnn.spiking.weight_standardization import standardize_weight
 
@@ -61,24 +56,58 @@ def test_wsconv_uses_lent_weight_and_restores():
             pass
 
 
-def test_weight_leaves_give_the_parameter_gradients():
+def test_lent_leaves_give_the_parameter_gradients_at_the_last_use():
+    """Three steps: conv a, then a shared conv b, then a again; a's W_hat lives until step 3."""
     torch.manual_seed(1)
-    convs = [WSConv2d(3, 5, 1), WSConv2d(5, 2, 3, padding=1)]
+    a, b = WSConv2d(3, 3, 1), WSConv2d(3, 3, 3, padding=1)
     x = torch.randn(2, 3, 4, 4)
+    steps = [[a], [b], [a, b]]
 
-    def loss_fn():
-        return (convs[1](convs[0](x)) ** 2).sum()
+    def run(lend=None):
+        y = x
+        for step in steps:
+            for m in step:
+                y = m(y)
+        return (y ** 2).sum()
 
-    ref = torch.autograd.grad(loss_fn(), [p for c in convs for p in c.transform_parameters()])
-    leaves = WeightLeaves(convs)
-    with lent_weights(convs, leaves.leaves):
-        loss = loss_fn()
-    gw = torch.autograd.grad(loss, leaves.leaves)
-    got = leaves.parameter_grads({id(c): g for c, g in zip(convs, gw)})
-    params = [p for c in convs for p in c.transform_parameters()]
-    for p, r in zip(params, ref):
-        torch.testing.assert_close(got[id(p)], r, rtol=1e-5, atol=1e-6)
-    assert leaves.graphs == [None, None]  # freed
+    params = [*a.transform_parameters(), *b.transform_parameters()]
+    ref = dict(zip(map(id, params), torch.autograd.grad(run(), params)))
+    # the same chain as three explicit steps, with leaves lent by LentWeights
+    lw = LentWeights(steps, leaves=True)
+    y, outs = x, []
+    for step in steps:
+        with lw.lend(step) as w_hats:
+            for m in step:
+                y = m(y)
+        outs.append((step, w_hats))
+    loss = (y ** 2).sum()
+    assert outs[0][1][0] is outs[2][1][0]  # the same W_hat of a, lent twice
+    got = {}
+    (ga, gb) = torch.autograd.grad(loss, [outs[0][1][0], outs[1][1][0]])
+    lw.add_grad(a, ga)
+    lw.add_grad(b, gb)
+    for step, _ in outs:
+        released = lw.release(step)
+        for pid, g in released.items():
+            got[pid] = got.get(pid, 0) + g
+        if step != [a, b]:  # a and b are used again in step 3: kept, no gradient yet
+            assert set(lw.entries) == {id(a), id(b)} and released == {}
+    assert lw.entries == {}
+    assert set(got) == set(ref)
+    for pid, g in ref.items():
+        torch.testing.assert_close(got[pid], g, rtol=1e-5, atol=1e-6)
+
+
+def test_lent_weights_without_leaves_follow_grad_mode():
+    conv = WSConv2d(3, 4, 1)
+    lw = LentWeights([[conv], [conv]])
+    with torch.no_grad():
+        (w,) = lw.weights([conv])
+    assert not w.requires_grad and lw.release([conv]) == {} and id(conv) in lw.entries
+    lw.release([conv])
+    assert lw.entries == {}
+    (w,) = LentWeights([[conv]]).weights([conv])
+    assert w.requires_grad and w.grad_fn is not None  # plain autograd carries the gradient
 
 
 class WSLevel(nn.Module):
@@ -158,7 +187,6 @@ def test_engine_transforms_each_weight_once_per_forward(monkeypatch):
         expected = 1 if mode == "none" else 2
         assert set(counts) == {id(m) for m in modules}
         assert set(counts.values()) == {expected}, (mode, counts)
-    assert len(transform_weights(modules)) == len(modules)
 
 
 def test_stateless_spike_without_graph_equals_with_graph():
@@ -168,3 +196,26 @@ def test_stateless_spike_without_graph_equals_with_graph():
     slow = stateless_spike(z.clone().requires_grad_(True))
     assert torch.equal(fast, slow.detach())
     assert fast.dtype == z.dtype and not fast.requires_grad
+
+
+def test_reversible_step_holds_only_the_current_and_shared_weights(monkeypatch):
+    import revsnn
+    from revsnn.train.loss import column_loss
+
+    m = revsnn.create_model("trevsnn_test", num_classes=10, T=3, memory_mode="reversible")
+    total = len({id(mod) for mod in transformed_modules(m.columns.levels)})
+    alive = []
+    original = LentWeights.weights
+
+    def recording(self, modules):
+        out = original(self, modules)
+        alive.append((self.leaves, len(self.entries)))
+        return out
+
+    monkeypatch.setattr(LentWeights, "weights", recording)
+    column_loss(m.forward_heads(torch.randn(2, 3, 8, 8)), torch.tensor([0, 1])).backward()
+    shared = len(m.shared)  # block 2's pw2 of every level, used by every column
+    per_level = 3  # block 1's pw1 and pw2, block 2's pw1
+    assert total == 3 * 4 * per_level + shared
+    assert {leaves for leaves, _ in alive} == {False, True}  # forward, then backward leaves
+    assert max(n for _, n in alive) <= shared + per_level < total

@@ -23,7 +23,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .state import frozen_norm_stats
-from .weights import WeightLeaves, lent_weights, transform_weights, transformed_modules
+from .weights import LentWeights
 
 if TYPE_CHECKING:
     from .columns import TemporalColumns
@@ -65,17 +65,16 @@ def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch
 class CheckpointedColumn:
     """One column for ``torch.utils.checkpoint``; its recomputation keeps BN statistics."""
 
-    def __init__(self, engine: TemporalColumns, t: int, modules=(), weights=()) -> None:
+    def __init__(self, engine: TemporalColumns, t: int) -> None:
         self.engine = engine
         self.t = t
         self.calls = 0
-        self.lent = (list(modules), list(weights))  # transformed weights, in force when rerun
 
     def __call__(self, s_t: torch.Tensor, *c_prev: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.calls += 1
         frozen = (frozen_norm_stats(*self.engine.levels[self.t]) if self.calls > 1
                   else contextlib.nullcontext())
-        with frozen, lent_weights(*self.lent):
+        with frozen:
             c, _ = self.engine._column(self.t, s_t, list(c_prev) if c_prev else None)
         return tuple(c)
 
@@ -89,9 +88,8 @@ class ColumnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, engine: TemporalColumns, n_s: int, *inputs: torch.Tensor):
         s_list, params = list(inputs[:n_s]), inputs[n_s:]
-        modules = transformed_modules(engine.levels)
-        with lent_weights(modules, transform_weights(modules)):
-            res = engine._reversible_forward(s_list)
+        mods = engine._level_modules()
+        res = engine._reversible_forward(s_list, LentWeights(engine._steps(mods)), mods)
         stored_cols = sorted(res["stored"])
         fix_keys = sorted(res["fixups"])
         tensors = list(s_list) + list(res["c_last"])
@@ -100,7 +98,7 @@ class ColumnFunction(torch.autograd.Function):
         for key in fix_keys:
             tensors += list(res["fixups"][key])
         ctx.save_for_backward(*tensors)
-        ctx.engine, ctx.n_s, ctx.params, ctx.modules = engine, n_s, params, modules
+        ctx.engine, ctx.n_s, ctx.params, ctx.mods = engine, n_s, params, mods
         ctx.states, ctx.stored_cols, ctx.fix_keys = res["states"], stored_cols, fix_keys
         ctx.set_materialize_grads(False)
         return tuple(res["outputs"])
@@ -135,53 +133,50 @@ class ColumnFunction(torch.autograd.Function):
             if i is not None and g is not None:
                 grads[i] = _add(grads[i], g)
 
-        # Transformed weights: one W_hat per module for every column (a leaf when its
-        # parameters need a gradient); their own parameters stay out of the recomputation.
-        modules = ctx.modules
-        weights = WeightLeaves(modules)
-        lent_by_id = {id(m): w for m, w in zip(modules, weights.leaves)}
-        transformed = {id(p) for m in modules for p in m.transform_parameters()}
-        d_w_hat: dict = {}
-        with lent_weights(modules, weights.leaves):
-            for t in reversed(range(T)):
-                si = t if n_s > 1 else 0
-                if g_out[t] is not None:  # the readout of this column's top state
-                    top = c_t[L - 1].detach().to(cd).requires_grad_(True)
-                    with torch.enable_grad(), _aliased_parameters(eng.readout, set()) as named:
-                        r = eng._readout(t, top)
-                    if r.requires_grad:
-                        gs = torch.autograd.grad(r, [top] + [a for _, a in named], g_out[t],
-                                                 allow_unused=True)
-                        dc[L - 1] = _add(dc[L - 1], gs[0])
-                        for (p, _), gp in zip(named, gs[1:]):
-                            accumulate(id(p), gp)
-                c_p: List[Optional[torch.Tensor]] = (
-                    list(stored[t - 1]) if t - 1 in stored else [None] * L
-                )
-                dc_p: List[Optional[torch.Tensor]] = [None] * L
-                for k in reversed(range(L)):
-                    alpha = eng.alpha[t][k]
-                    need_lower = k > 0 or s_grad[si]
-                    # Leaves in the compute dtype: the state gradients stay in it (only the states
-                    # and their alpha recurrence use the wider state dtype).
-                    lower = s_list[si] if k == 0 else c_t[k - 1]
-                    lower = lower.detach().to(cd).requires_grad_(need_lower)
-                    upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
-                    if upper is not None:
-                        upper = upper.detach().to(cd).requires_grad_(True)
-                    out, named, lent = _recompute(ctx, t, k, lower, upper, transformed, lent_by_id)
-                    if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
-                        c_p[k] = _rebuild(c_t[k], out, alpha, fixups.get((t - 1, k)))
-                    g = dc[k]
-                    if g is None:
-                        continue
-                    if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
-                        prev = c_p[k] if t > 0 else torch.zeros_like(g)
-                        accumulate(id(alpha), (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
-                    if t > 0:
-                        dc_p[k] = _add(dc_p[k], g * alpha.detach())
-                    if not out.requires_grad:
-                        continue
+        # Transformed weights: one W_hat per module, lent as a leaf to every level that uses it
+        # (shared ones to every column); their own parameters stay out of the aliasing.
+        mods = ctx.mods
+        weights = LentWeights(eng._steps(mods, reverse=True), leaves=True)
+        transformed = {id(p) for col in mods for ms in col for m in ms
+                       for p in m.transform_parameters()}
+        for t in reversed(range(T)):
+            si = t if n_s > 1 else 0
+            if g_out[t] is not None:  # the readout of this column's top state
+                top = c_t[L - 1].detach().to(cd).requires_grad_(True)
+                with torch.enable_grad(), _aliased_parameters(eng.readout, set()) as named:
+                    r = eng._readout(t, top)
+                if r.requires_grad:
+                    gs = torch.autograd.grad(r, [top] + [a for _, a in named], g_out[t],
+                                             allow_unused=True)
+                    dc[L - 1] = _add(dc[L - 1], gs[0])
+                    for (p, _), gp in zip(named, gs[1:]):
+                        accumulate(id(p), gp)
+            c_p: List[Optional[torch.Tensor]] = (
+                list(stored[t - 1]) if t - 1 in stored else [None] * L
+            )
+            dc_p: List[Optional[torch.Tensor]] = [None] * L
+            for k in reversed(range(L)):
+                alpha = eng.alpha[t][k]
+                need_lower = k > 0 or s_grad[si]
+                # Leaves in the compute dtype: the state gradients stay in it (only the states
+                # and their alpha recurrence use the wider state dtype).
+                lower = s_list[si] if k == 0 else c_t[k - 1]
+                lower = lower.detach().to(cd).requires_grad_(need_lower)
+                upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
+                if upper is not None:
+                    upper = upper.detach().to(cd).requires_grad_(True)
+                with weights.lend(mods[t][k]) as w_hats:
+                    out, named = _recompute(ctx, t, k, lower, upper, transformed)
+                if t > 0 and t - 1 not in stored:  # rebuild c_k^{t-1} by the inverse
+                    c_p[k] = _rebuild(c_t[k], out, alpha, fixups.get((t - 1, k)))
+                g = dc[k]
+                if g is not None and alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
+                    prev = c_p[k] if t > 0 else torch.zeros_like(g)
+                    accumulate(id(alpha), (g * prev.to(g.dtype)).sum_to_size(alpha.shape))
+                if g is not None and t > 0:
+                    dc_p[k] = _add(dc_p[k], g * alpha.detach())
+                if g is not None and out.requires_grad:
+                    lent = [(m, w) for m, w in zip(mods[t][k], w_hats) if w.requires_grad]
                     inputs = [x for x in (lower if need_lower else None, upper) if x is not None]
                     gs = torch.autograd.grad(
                         out, inputs + [a for _, a in named] + [w for _, w in lent], g,
@@ -199,31 +194,28 @@ class ColumnFunction(torch.autograd.Function):
                         i += 1
                     for (p, _), gp in zip(named, gs[i:]):
                         accumulate(id(p), gp)
-                    for (m_id, _), gw in zip(lent, gs[i + len(named):]):
-                        if gw is not None:
-                            d_w_hat[m_id] = _add(d_w_hat.get(m_id), gw)
-                c_t, dc = c_p, dc_p
-        for p_id, g in weights.parameter_grads(d_w_hat).items():
-            accumulate(p_id, g)
+                    for (m, _), gw in zip(lent, gs[i + len(named):]):
+                        weights.add_grad(m, gw)
+                for p_id, gp in weights.release(mods[t][k]).items():  # last use: W_hat -> W
+                    accumulate(p_id, gp)
+            c_t, dc = c_p, dc_p
         return (None, None, *ds, *grads)
 
 
 def _recompute(ctx, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
-               transformed: set, lent_by_id: dict):
+               transformed: set):
     """``out = L_k^t(lower, upper)`` with grad, as in the forward (RNG and autocast replayed, BN
     statistics frozen). Parameters enter as detached aliases, so gradients are taken with
     respect to the aliases and hooks on the real parameters fire once, on the total returned by
-    the backward; lent transformed weights enter as they are. Returns (out, [(parameter,
-    alias)], [(module id, lent weight needing grad)])."""
+    the backward; parameters of transformed weights (lent by the caller) are left out. Returns
+    (out, [(parameter, alias)])."""
     eng = ctx.engine
     level = eng.levels[t][k]
-    lent = [(id(m), lent_by_id[id(m)]) for m in level.modules()
-            if id(m) in lent_by_id and lent_by_id[id(m)].requires_grad]
     with torch.enable_grad(), ctx.states[t][k].replay(), frozen_norm_stats(level), \
             _aliased_parameters(level, transformed) as named:
         out = level(lower, upper).to(eng._dtypes()[0])
     eng.recompute_count += 1
-    return out, named, lent
+    return out, named
 
 
 @torch.no_grad()

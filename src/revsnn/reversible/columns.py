@@ -73,7 +73,7 @@ from torch.utils.checkpoint import checkpoint
 from .column_function import CheckpointedColumn, ColumnFunction
 from .mode import HasMemoryMode, MemoryMode
 from .state import RecomputeState, frozen_norm_stats
-from .weights import lent_weights, transform_weights, transformed_modules
+from .weights import LentWeights, transformed_modules
 
 __all__ = ["TemporalColumns", "ColumnReport"]
 
@@ -279,6 +279,15 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         c_top = c_top.to(self._dtypes()[0])
         return c_top if self.readout is None else self.readout(t, c_top)
 
+    def _level_modules(self) -> List[List[List[nn.Module]]]:
+        """``[t][k]``: the weight-transform modules (WS convs) level ``L_k^t`` uses."""
+        return [[transformed_modules(level) for level in col] for col in self.levels]
+
+    def _steps(self, mods: List[List[List[nn.Module]]], reverse: bool = False):
+        """The levels' transform modules in forward order (``reverse``: the backward's)."""
+        order = [mods[t][k] for t in range(self.T) for k in range(self.L)]
+        return order[::-1] if reverse else order
+
     # ------------------------------------------------------------------------- one column
     def _column(
         self,
@@ -286,8 +295,11 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         s_t: torch.Tensor,
         c_prev: Optional[Sequence[torch.Tensor]],
         states: Optional[List[RecomputeState]] = None,
+        weights: Optional[LentWeights] = None,
+        mods: Optional[List[List[List[nn.Module]]]] = None,
     ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L."""
+        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L.
+        With ``weights``, each level uses the transformed weights they lend (``mods[t][k]``)."""
         c: List[torch.Tensor] = []
         outs: List[torch.Tensor] = []
         for k in range(self.L):
@@ -295,7 +307,12 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             upper = c_prev[k + 1] if (c_prev is not None and k < self.L - 1) else None
             if states is not None:
                 states.append(RecomputeState.capture(lower, rng=self.preserve_rng_state))
-            out = self._level(t, k, lower, upper)
+            if weights is None:
+                out = self._level(t, k, lower, upper)
+            else:
+                with weights.lend(mods[t][k]):
+                    out = self._level(t, k, lower, upper)
+                weights.release(mods[t][k])
             prev = c_prev[k] if c_prev is not None else torch.zeros_like(out)
             c.append(out + self.alpha[t][k].to(out.dtype) * prev)
             outs.append(out)
@@ -315,25 +332,27 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         mode = self.memory_mode
         if mode is MemoryMode.REVERSIBLE and grad:
             return list(ColumnFunction.apply(self, len(s_list), *s_list, *params))
-        # transformed weights (weight standardisation) once per forward, not once per column
-        modules = transformed_modules(self.levels)
-        w_hats = transform_weights(modules)
+        # Transformed weights (weight standardisation) once per forward, not once per column
+        # (a checkpointed column recomputes its own, so nothing is held across columns).
+        mods = self._level_modules()
+        ckpt = mode is MemoryMode.CHECKPOINT and grad
+        weights = None if ckpt else LentWeights(self._steps(mods))
         outputs, c_prev = [], None
-        with lent_weights(modules, w_hats):
-            for t in range(self.T):
-                s_t = s_list[t if len(s_list) > 1 else 0]
-                if mode is MemoryMode.CHECKPOINT and grad:
-                    fn = CheckpointedColumn(self, t, modules, w_hats)
-                    c = list(checkpoint(fn, s_t, *(c_prev or ()), use_reentrant=False,
-                                        preserve_rng_state=self.preserve_rng_state))
-                else:
-                    c, _ = self._column(t, s_t, c_prev)
-                outputs.append(self._readout(t, c[-1]))
-                c_prev = c
+        for t in range(self.T):
+            s_t = s_list[t if len(s_list) > 1 else 0]
+            if ckpt:
+                c = list(checkpoint(CheckpointedColumn(self, t), s_t, *(c_prev or ()),
+                                    use_reentrant=False,
+                                    preserve_rng_state=self.preserve_rng_state))
+            else:
+                c, _ = self._column(t, s_t, c_prev, weights=weights, mods=mods)
+            outputs.append(self._readout(t, c[-1]))
+            c_prev = c
         return outputs
 
     @torch.no_grad()
-    def _reversible_forward(self, s_list: List[torch.Tensor]) -> Dict[str, Any]:
+    def _reversible_forward(self, s_list: List[torch.Tensor], weights: LentWeights,
+                            mods: List[List[List[nn.Module]]]) -> Dict[str, Any]:
         """Forward without a graph, deciding online which columns to store (see docstring)."""
         T, L = self.T, self.L
         cd, sd = self._dtypes()
@@ -352,7 +371,8 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         outputs, c_prev = [], None
         for t in range(T):
             st: List[RecomputeState] = []
-            c, outs = self._column(t, s_list[t if len(s_list) > 1 else 0], c_prev, st)
+            c, outs = self._column(t, s_list[t if len(s_list) > 1 else 0], c_prev, st,
+                                   weights, mods)
             states.append(st)
             outputs.append(self._readout(t, c[-1]))
             rows = [torch.stack([x.abs().max() for x in c])]

@@ -1,4 +1,4 @@
-"""Weight transforms computed once per step and lent to the modules that use them.
+"""Weight transforms computed once per pass and lent to the levels that use them.
 
 Some layers use a function of their parameters as their weight, e.g. weight standardisation
 (:class:`revsnn.spiking.WSConv2d`: ``W_hat = ws(W, gain)``). A module takes part when it has
@@ -7,22 +7,25 @@ Some layers use a function of their parameters as their weight, e.g. weight stan
 - ``transformed_weight(*params)`` -> ``W_hat`` from those (its own parameters by default),
 - ``weight_override``: ``None``, or a ``W_hat`` to use instead of computing it.
 
-Inside :func:`lent_weights` each module uses the lent ``W_hat``, so a weight shared by several
-columns, or run again by a recomputation, is transformed once. The temporal-reversible engine
-lends a detached ``W_hat`` (a leaf) to the recomputations of its backward, collects
-``dL/dW_hat`` over every column, and takes one vector-Jacobian product through the transform
-at the end (:class:`WeightLeaves`): the chain rule, regrouped.
+:class:`LentWeights` walks a known sequence of steps (level calls), each using some of these
+modules: a module's ``W_hat`` is computed when a step first needs it, lent to every step that
+uses it (a weight shared by all columns is transformed once, not once per column) and dropped
+after its last use, so at most the weights of the current level and the shared ones are alive.
+In the temporal-reversible backward the lent ``W_hat`` is a leaf with a graph to (aliases of)
+the parameters: ``dL/dW_hat`` is summed over every use and taken through the transform once,
+at the module's last use (the chain rule, regrouped).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["transformed_modules", "transform_weights", "lent_weights", "WeightLeaves"]
+__all__ = ["transformed_modules", "lent_weights", "LentWeights"]
 
 
 def transformed_modules(module: nn.Module) -> List[nn.Module]:
@@ -31,11 +34,6 @@ def transformed_modules(module: nn.Module) -> List[nn.Module]:
         m for m in module.modules()
         if hasattr(m, "transformed_weight") and hasattr(m, "weight_override")
     ]
-
-
-def transform_weights(modules: Sequence[nn.Module]) -> List[torch.Tensor]:
-    """``W_hat`` of every module (with a graph to its parameters when grad is enabled)."""
-    return [m.transformed_weight() for m in modules]
 
 
 @contextlib.contextmanager
@@ -53,42 +51,74 @@ def lent_weights(modules: Sequence[nn.Module], weights: Sequence[torch.Tensor]) 
             m.weight_override = w
 
 
-class WeightLeaves:
-    """``W_hat`` of every module computed once with a graph to (aliases of) its parameters,
-    lent as detached leaves; :meth:`parameter_grads` takes ``dL/dW_hat`` through that graph.
+class _Entry:
+    """One module's lent ``W_hat`` (and, for a leaf, its graph and accumulated gradient)."""
 
-    The aliases keep hooks on the real parameters from firing on partial sums: the caller
-    returns the gradients (the column engine, from its autograd Function's backward).
+    def __init__(self, module: nn.Module, leaf: bool) -> None:
+        self.params = list(module.transform_parameters())
+        self.aliases: List[torch.Tensor] = []
+        self.graph: Optional[torch.Tensor] = None
+        self.grad: Optional[torch.Tensor] = None
+        if not leaf:  # the caller's grad mode decides (a graph in plain autograd)
+            self.weight = module.transformed_weight()
+            return
+        self.aliases = [p.detach().requires_grad_(p.requires_grad) for p in self.params]
+        with torch.enable_grad():
+            w_hat = module.transformed_weight(*self.aliases)
+        self.graph = w_hat if w_hat.requires_grad else None
+        self.weight = w_hat.detach().requires_grad_(w_hat.requires_grad)
+
+
+class LentWeights:
+    """Lends ``W_hat`` to a sequence of steps, each a list of transform modules.
+
+    Args:
+        steps: the modules every step uses, in the order the steps will run (each module once
+            per step); a module's ``W_hat`` is dropped after the last step that uses it.
+        leaves: lend detached leaves whose gradients :meth:`add_grad` collects and
+            :meth:`release` turns into parameter gradients (the reversible backward);
+            otherwise ``W_hat`` is computed in the caller's grad mode (a no-grad forward, or
+            plain autograd where the graph carries the gradient).
     """
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
-        self.modules = list(modules)
-        self.params: List[List[torch.Tensor]] = []
-        self.graphs: List[Optional[torch.Tensor]] = []
-        self.leaves: List[torch.Tensor] = []
-        self.aliases: List[List[torch.Tensor]] = []
-        for m in self.modules:
-            params = list(m.transform_parameters())
-            aliases = [p.detach().requires_grad_(p.requires_grad) for p in params]
-            with torch.enable_grad():
-                w_hat = m.transformed_weight(*aliases)
-            grad = w_hat.requires_grad
-            self.params.append(params)
-            self.aliases.append(aliases)
-            self.graphs.append(w_hat if grad else None)
-            self.leaves.append(w_hat.detach().requires_grad_(grad))
+    def __init__(self, steps: Sequence[Sequence[nn.Module]], leaves: bool = False) -> None:
+        self.remaining = Counter(id(m) for step in steps for m in step)
+        self.leaves = leaves
+        self.entries: Dict[int, _Entry] = {}
 
-    def parameter_grads(self, grads: Dict[int, torch.Tensor]) -> Dict[int, torch.Tensor]:
-        """Parameter gradients (keyed by the parameter's ``id``) from ``dL/dW_hat`` (keyed by
-        the module's ``id``); frees the graphs."""
+    def weights(self, modules: Sequence[nn.Module]) -> List[torch.Tensor]:
+        """The lent ``W_hat`` of ``modules`` (computed now if not yet)."""
+        for m in modules:
+            if id(m) not in self.entries:
+                self.entries[id(m)] = _Entry(m, self.leaves)
+        return [self.entries[id(m)].weight for m in modules]
+
+    @contextlib.contextmanager
+    def lend(self, modules: Sequence[nn.Module]) -> Iterator[List[torch.Tensor]]:
+        """One step: its modules use their lent ``W_hat`` inside the block."""
+        weights = self.weights(modules)
+        with lent_weights(modules, weights):
+            yield weights
+
+    def add_grad(self, module: nn.Module, grad: Optional[torch.Tensor]) -> None:
+        """Add ``dL/dW_hat`` of one use (leaves only)."""
+        if grad is not None:
+            e = self.entries[id(module)]
+            e.grad = grad if e.grad is None else e.grad + grad
+
+    def release(self, modules: Sequence[nn.Module]) -> Dict[int, torch.Tensor]:
+        """End of a step: drop the ``W_hat`` of modules used for the last time and return their
+        parameter gradients (keyed by the parameter's ``id``) from the summed ``dL/dW_hat``."""
         out: Dict[int, torch.Tensor] = {}
-        for i, m in enumerate(self.modules):
-            g, w_hat = grads.get(id(m)), self.graphs[i]
-            self.graphs[i] = None
-            if g is None or w_hat is None:
+        for m in modules:
+            self.remaining[id(m)] -= 1
+            if self.remaining[id(m)] > 0:
                 continue
-            wanted = [(p, a) for p, a in zip(self.params[i], self.aliases[i]) if a.requires_grad]
-            gs = torch.autograd.grad(w_hat, [a for _, a in wanted], g)
+            e = self.entries.pop(id(m), None)
+            if e is None or e.grad is None or e.graph is None:
+                continue
+            wanted = [(p, a) for p, a in zip(e.params, e.aliases) if a.requires_grad]
+            gs = torch.autograd.grad(e.graph, [a for _, a in wanted], e.grad)
             for (p, _), gp in zip(wanted, gs):
                 out[id(p)] = gp if id(p) not in out else out[id(p)] + gp
         return out
