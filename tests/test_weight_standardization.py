@@ -219,3 +219,22 @@ def test_reversible_step_holds_only_the_current_and_shared_weights(monkeypatch):
     assert total == 3 * 4 * per_level + shared
     assert {leaves for leaves, _ in alive} == {False, True}  # forward, then backward leaves
     assert max(n for _, n in alive) <= shared + per_level < total
+
+
+def test_pointwise_cpu_path_equals_conv(monkeypatch):
+    """1x1 WS convs at batch < 16 on one CPU thread run as one GEMM: same values and grads."""
+    torch.manual_seed(3)
+    conv = WSConv2d(6, 5, 1).double()
+    x = torch.randn(3, 6, 4, 2, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert conv._pointwise_matmul(x)
+    assert not conv._pointwise_matmul(torch.randn(16, 6, 4, 2))  # batch >= 16: PyTorch's conv
+    assert not WSConv2d(6, 5, 3, padding=1)._pointwise_matmul(x)
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(x, conv.standardized_weight(), conv.bias)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, [x, conv.weight, conv.gain, conv.bias], g)
+    want = torch.autograd.grad(ref, [x, conv.weight, conv.gain, conv.bias], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
