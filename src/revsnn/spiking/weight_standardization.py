@@ -36,8 +36,14 @@ class _Standardize(torch.autograd.Function):
     eps)**-0.5``. Saves only ``W`` (the parameter itself), ``gain`` and the per-row ``mu``, ``r``;
     the backward is the closed form (``x_hat = (W - mu) r``, ``s = gain * n**-0.5 * r``)::
 
-        d gain = n**-0.5 * sum(g * x_hat),
+        d gain = n**-0.5 * sum(g * x_hat),       sum(g * x_hat) = r * (sum(g * W) - mu * sum(g))
         d W    = s * (g - mean(g) - x_hat * mean(g * x_hat))
+               = s * g + c0 + c1 * W             (per-row constants c0, c1)
+
+    so that neither pass allocates more than its one weight-sized result: on CPU, fresh
+    weight-sized buffers (page faults) cost more than the arithmetic. The row sums are exact to
+    rounding while ``|mu|`` is not far above the row's spread -- the case for standardised
+    weights, whose mean gets no gradient (``mean(d W) = 0``) and starts near 0.
     """
 
     @staticmethod
@@ -45,7 +51,8 @@ class _Standardize(torch.autograd.Function):
         n = w.shape[1]
         mu = w.mean(dim=1, keepdim=True)
         centred = w - mu
-        r = torch.rsqrt((centred * centred).mean(dim=1, keepdim=True) + eps)
+        norm = torch.linalg.vector_norm(centred, dim=1, keepdim=True)  # sqrt(n * var)
+        r = torch.rsqrt(norm * norm / n + eps)
         ctx.save_for_backward(w, gain, mu, r)
         return centred.mul_(r * (gain * n**-0.5))
 
@@ -54,13 +61,15 @@ class _Standardize(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         w, gain, mu, r = ctx.saved_tensors
         n = w.shape[1]
-        x_hat = torch.addcmul(-mu * r, w, r)  # (w - mu) * r
-        g_x = (g * x_hat).sum(dim=1, keepdim=True)
-        s = gain * (r * n**-0.5)
+        g_sum = g.sum(dim=1, keepdim=True)
+        g_x = r * (torch.linalg.vecdot(g, w, dim=1).unsqueeze(1) - mu * g_sum)  # sum(g x_hat)
         dw = dgain = None
         if ctx.needs_input_grad[0]:
-            dw = torch.addcmul(-(g.sum(dim=1, keepdim=True) / n) * s, g, s)
-            dw.addcmul_(x_hat, -(g_x / n) * s)
+            s = gain * (r * n**-0.5)
+            c1 = -(g_x / n) * s * r
+            c0 = -(g_sum / n) * s - c1 * mu
+            dw = torch.addcmul(c0, g, s)
+            dw.addcmul_(w, c1)
         if ctx.needs_input_grad[1]:
             dgain = g_x * n**-0.5
         return dw, dgain, None
