@@ -14,7 +14,7 @@ smoothing 0.1.
 - step time: zero_grad + forward + loss + backward + SGD step, median over interleaved rounds, wall
   clock (``revsnn.bench.timing``) and process CPU time (steadier on a shared CPU); ratios are the
   claims, absolute CPU times are not;
-- energy (``revsnn.bench.energy.count_synops``, when present): SOP-based energy per image from a
+- energy (``revsnn.bench.energy.count_synops``): SOP-based energy per image from a
   real forward on real images (scikit-learn digits, resized to the image size) in eval mode,
   with the stem's share. Weights are at initialisation unless ``--checkpoint`` gives trained ones.
   ``--energy-rule`` picks the spike-input convention: ``strict`` (DESIGN.md §5: ACs only for
@@ -35,13 +35,14 @@ import json
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import revsnn
+from revsnn.bench.energy import count_synops
 from revsnn.bench.memory import measure_training_step
 from revsnn.bench.report import environment, markdown_table, write_csv
 from revsnn.bench.timing import time_training_step
@@ -124,8 +125,6 @@ def energy_of(model: nn.Module, x: torch.Tensor, rule: str) -> Dict[str, Any]:
     ACs, the energy of the MAC-counted layers (independent of firing rates), the dense ops
     counted as ACs, the mean firing rate of the binary layer inputs (weighted by their sizes)
     and the number of chained layers (``revsnn.bench.energy.count_synops``)."""
-    from revsnn.bench.energy import count_synops
-
     rep = count_synops(model, x, spike_input=rule)
     rows = rep.rows()
     stem = sum(r["energy_mj_per_image"] for r in rows if r["layer"].startswith("stem"))
@@ -138,12 +137,8 @@ def energy_of(model: nn.Module, x: torch.Tensor, rule: str) -> Dict[str, Any]:
             "chained_layers": sum(1 for r in rows if r["chained"])}
 
 
-def energy_rows(T: int, args: argparse.Namespace) -> Optional[Dict[str, Dict[str, Any]]]:
+def energy_rows(T: int, args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """``{rule: {"reversible" | "bptt": energy_of(...)}}`` for every rule of ``--energy-rule``."""
-    try:
-        from revsnn.bench.energy import count_synops  # noqa: F401 - presence check
-    except ImportError:
-        return None
     x = digits_images(args.energy_images, args.image, args.in_channels)
     out: Dict[str, Dict[str, Any]] = {rule: {} for rule in energy_rules(args.energy_rule)}
     for kind in ("reversible", "bptt"):
@@ -250,7 +245,7 @@ def main(argv: List[str]) -> int:
                 if "step_cpu_ms" in row[k]:
                     row[k]["step_cpu_vs_rev"] = row[k]["step_cpu_ms"] / rev["step_cpu_ms"]
         if not args.skip_energy and "reversible" in models and "bptt" in models:
-            for rule, e in (energy_rows(T, args) or {}).items():
+            for rule, e in energy_rows(T, args).items():
                 for k in ("reversible", "bptt"):
                     row[k][f"energy_mj_{rule}"] = e[k]["energy_mj"]
                     row[k][f"stem_mj_{rule}"] = e[k]["stem_mj"]

@@ -115,18 +115,32 @@ def test_spike_max_pool_and_lean_avg_pool_bit_identical():
     assert saved_tensor_bytes(lambda: SpikeMaxPool2d()(s32).sum()) == s.numel()
 
 
+def _bn_pair(channels: int, dtype: torch.dtype, train: bool):
+    """A BatchNorm with random affine parameters and running variance, and a deep copy."""
+    bn = nn.BatchNorm2d(channels).to(dtype)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2)
+    bn.train(train)
+    return bn, copy.deepcopy(bn)
+
+
+def _assert_same_bn_step(c, c2, bn, bn2, tol: float) -> None:
+    """Input and BN parameter gradients equal to ``tol``; running statistics bit-identical."""
+    assert _rel(c.grad, c2.grad) < tol
+    assert _rel(bn.weight.grad, bn2.weight.grad) < tol
+    assert _rel(bn.bias.grad, bn2.bias.grad) < tol
+    for b1, b2 in zip(bn.buffers(), bn2.buffers()):
+        assert torch.equal(b1, b2)
+
+
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("lean,plain,kw", [(LeanIF, IF, {}), (LeanLIF, LIF, {"tau": 1.5})])
 def test_norm_spike_equals_bn_then_neuron(train, lean, plain, kw):
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
-        bn = nn.BatchNorm2d(4).to(dtype)
-        with torch.no_grad():
-            bn.weight.uniform_(0.5, 2)
-            bn.bias.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2)
-        bn.train(train)
-        bn2 = copy.deepcopy(bn)
+        bn, bn2 = _bn_pair(4, dtype, train)
         c = (torch.randn(6, 4, 5, 5, dtype=dtype) * 2).requires_grad_()
         c2 = c.detach().clone().requires_grad_()
         s1 = norm_spike(c, bn, lean(**kw), 3)
@@ -136,12 +150,7 @@ def test_norm_spike_equals_bn_then_neuron(train, lean, plain, kw):
         s2.backward(g)
         assert torch.equal(s1, s2)  # spikes and running statistics are bit-identical
         # BN's backward is evaluated in place (float64 channel sums): equal up to rounding.
-        tol = 1e-13 if dtype == torch.float64 else 1e-5
-        assert _rel(c.grad, c2.grad) < tol
-        assert _rel(bn.weight.grad, bn2.weight.grad) < tol
-        assert _rel(bn.bias.grad, bn2.bias.grad) < tol
-        for b1, b2 in zip(bn.buffers(), bn2.buffers()):
-            assert torch.equal(b1, b2)
+        _assert_same_bn_step(c, c2, bn, bn2, 1e-13 if dtype == torch.float64 else 1e-5)
     c = torch.randn(6, 4, 5, 5, requires_grad=True)
     bn = nn.BatchNorm2d(4)
     saved = saved_tensor_bytes(lambda: norm_spike(c * 1.0, bn, lean(**kw), 3).sum(),
@@ -174,13 +183,7 @@ def test_norm_split_equals_bn_then_split(train):
     statistics and (to rounding) gradients as the plain module; saves only c and the stats."""
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
-        bn = nn.BatchNorm2d(6).to(dtype)
-        with torch.no_grad():
-            bn.weight.uniform_(0.5, 2)
-            bn.bias.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2)
-        bn.train(train)
-        bn2 = copy.deepcopy(bn)
+        bn, bn2 = _bn_pair(6, dtype, train)
         c = (torch.randn(5, 6, 4, 3, dtype=dtype) * 2 + 1).requires_grad_()
         c2 = c.detach().clone().requires_grad_()
         parts = norm_split(c, bn, (2, 4))
@@ -191,12 +194,7 @@ def test_norm_split_equals_bn_then_split(train):
         g = [torch.randn_like(p) for p in parts]
         torch.autograd.backward(parts, g)
         torch.autograd.backward(ref, g)
-        tol = 1e-12 if dtype == torch.float64 else 1e-5
-        assert _rel(c.grad, c2.grad) < tol
-        assert _rel(bn.weight.grad, bn2.weight.grad) < tol
-        assert _rel(bn.bias.grad, bn2.bias.grad) < tol
-        for b1, b2 in zip(bn.buffers(), bn2.buffers()):
-            assert torch.equal(b1, b2)
+        _assert_same_bn_step(c, c2, bn, bn2, 1e-12 if dtype == torch.float64 else 1e-5)
     c = torch.randn(5, 6, 4, 3, requires_grad=True)
     bn = nn.BatchNorm2d(6)
     saved = saved_tensor_bytes(lambda: sum(p.sum() for p in norm_split(c * 1.0, bn, (3, 3))),

@@ -62,9 +62,10 @@ errors; :meth:`TemporalColumns.reconstruction_error` measures the true rebuild e
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -97,9 +98,10 @@ class ColumnReport:
     batch: int = 0
 
 
-def _unique_params(module: nn.Module) -> List[nn.Parameter]:
+def _unique_params(*params: Iterable[nn.Parameter]) -> List[nn.Parameter]:
+    """The trainable parameters of every iterable, each once, in order."""
     seen, out = set(), []
-    for p in module.parameters():
+    for p in itertools.chain(*params):
         if p.requires_grad and id(p) not in seen:
             seen.add(id(p))
             out.append(p)
@@ -263,17 +265,10 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             )
         return s
 
-    def _readout_params(self) -> List[nn.Parameter]:
-        """The readout's trainable parameters (each once), if it has any."""
+    def _readout_params(self) -> Iterable[nn.Parameter]:
+        """The readout's parameters, if it has any."""
         params = getattr(self.readout, "parameters", None)
-        if params is None:
-            return []
-        seen, out = set(), []
-        for p in params():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-        return out
+        return () if params is None else params()
 
     def _readout(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
         c_top = c_top.to(self._dtypes()[0])
@@ -323,9 +318,8 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         """Run the T columns; return ``[readout(t, c_{L-1}^t) for t in 0..T-1]``."""
         s_list = self._inputs(s)
         self.clamp_alpha_()
-        params = _unique_params(self)  # every level's parameters (shared ones once) and alpha
-        known = {id(p) for p in params}
-        params += [p for p in self._readout_params() if id(p) not in known]
+        # every level's parameters (shared ones once), alpha and the readout's
+        params = _unique_params(self.parameters(), self._readout_params())
         grad = torch.is_grad_enabled() and (
             bool(params) or any(x.requires_grad for x in s_list)
         )
