@@ -3,6 +3,7 @@ oracle (generic toy levels with BatchNorm, dropout and a module shared by every 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -260,34 +261,50 @@ def test_state_dtype_must_be_floating():
         make_engine(T=2, state_dtype=torch.int32)
 
 
-class Heads(nn.Module):
-    """A readout with parameters: one linear head per column on the pooled top state."""
-
-    def __init__(self, T: int, C: int, classes: int = 3):
-        super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(C, classes) for _ in range(T))
-
-    def __call__(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
-        return self.heads[t](c_top.mean(dim=(2, 3)))
+def heads(T: int, C: int, classes: int = 3) -> nn.ModuleList:
+    """One readout per column: pooled top state -> dropout -> Linear -> BatchNorm1d."""
+    return nn.ModuleList(
+        nn.Sequential(nn.Flatten(1), nn.Dropout(0.3), nn.Linear(C, classes, bias=False),
+                      nn.BatchNorm1d(classes))
+        for _ in range(T)
+    )
 
 
-def test_readout_with_parameters_is_trained_through_the_engine():
+class Pool(nn.Module):
+    def forward(self, c):
+        return c.mean(dim=(2, 3), keepdim=True)
+
+
+def test_readout_with_parameters_dropout_and_bn_is_trained_through_the_engine():
+    """A readout is an argument of the call: it is recomputed under the same contract as the
+    levels (dropout replayed, BatchNorm statistics updated once, hooks fired once)."""
     engine = make_engine(T=4)
-    heads = Heads(4, 5).double()
-    engine.readout = heads  # not registered by the engine: the owner keeps it
-    assert not any(n.startswith("readout") for n, _ in engine.named_parameters())
+    readout = nn.ModuleList(nn.Sequential(Pool(), h) for h in heads(4, 5)).double()
+    assert not any("readout" in n for n, _ in engine.named_parameters())
     seen = []
-    heads.heads[2].weight.register_hook(lambda g: seen.append(1))
-    s = torch.randn(2, 2, 8, 8, dtype=torch.float64)
-    grads = {}
+    s = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    results = {}
     for mode in ("none", "checkpoint", "reversible"):
-        heads.zero_grad(set_to_none=True)
-        res = run(engine, mode, s)
-        grads[mode] = (res, [p.grad.clone() for p in heads.parameters()])
-    assert len(seen) == 3  # once per backward
-    ref, ref_heads = grads["none"]
+        r = copy.deepcopy(readout)
+        r[2][1][2].weight.register_hook(lambda g: seen.append(g is not None))
+        engine.memory_mode = mode
+        engine.zero_grad(set_to_none=True)
+        x = s.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        outs = engine(x, readout=r)
+        loss = sum((i + 1) * (o.sin() * o).sum() for i, o in enumerate(outs))
+        loss.backward()
+        results[mode] = dict(
+            dx=x.grad, grads=[p.grad.clone() for p in r.parameters()],
+            engine=[p.grad.clone() for p in engine.parameters()],
+            bufs=[b.clone() for b in r.buffers()],
+        )
+    assert seen == [True] * 3  # once per backward, in every mode
+    ref = results["none"]
     for mode in ("checkpoint", "reversible"):
-        res, head_grads = grads[mode]
-        assert_same(res, ref, 1e-10)
-        for a, b in zip(head_grads, ref_heads):
+        got = results[mode]
+        assert rel(got["dx"], ref["dx"]) <= 1e-10
+        for a, b in zip(got["grads"] + got["engine"], ref["grads"] + ref["engine"]):
             assert rel(a, b) <= 1e-10
+        for a, b in zip(got["bufs"], ref["bufs"]):
+            assert torch.equal(a, b)  # running stats once, num_batches_tracked == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import revsnn
 from revsnn.bench.memory import saved_tensor_bytes
@@ -210,16 +211,19 @@ def test_column_loss_keeps_only_logits_per_column():
     assert 0 <= growth <= 4 * (B * classes * 4 + 32)
 
 
-def test_reset_classifier_reaches_the_engine_heads():
+def test_reset_classifier_and_assigned_heads_reach_the_engine():
     m = revsnn.create_model("trevsnn_test", num_classes=10, T=3)
     m.reset_classifier(5)
-    assert m.columns.readout.heads is m.heads
     x = torch.randn(2, 3, 8, 8)
     heads = m.forward_heads(x)
     assert [h.shape for h in heads] == [(2, 5)] * 3
     column_loss(heads, torch.tensor([0, 4])).backward()
     assert all(p.grad is not None for p in m.heads.parameters())
     assert not any(k.startswith("columns.readout") for k in m.state_dict())
+    # a model edited after construction: the engine reads model.heads at every call
+    m.heads = nn.ModuleList(nn.Sequential(nn.Flatten(1), nn.LazyLinear(7)) for _ in range(3))
+    with torch.no_grad():
+        assert [h.shape for h in m.forward_heads(x)] == [(2, 7)] * 3
 
 
 def test_memory_summary_reports_the_policy():

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..reversible.mode import MemoryMode
+from ..reversible.recompute import guard
 
 __all__ = ["SpikingModel", "check_input"]
 
@@ -55,6 +56,10 @@ class SpikingModel(nn.Module):
 
     ``set_memory_mode`` sets the mode of every submodule that has a ``memory_mode`` attribute
     (reversible sequences, column engines); parameter names never depend on the mode.
+
+    The outputs of ``forward`` pass through :func:`revsnn.reversible.recompute.guard`: a
+    backward with ``create_graph=True`` through a model with first-order-only parts raises
+    before any of the model's parameters receives a gradient.
     """
 
     num_classes: int
@@ -63,6 +68,7 @@ class SpikingModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._memory_mode = MemoryMode.NONE
+        self.register_forward_hook(_guard_outputs)
 
     @property
     def memory_mode(self) -> MemoryMode:
@@ -81,3 +87,13 @@ class SpikingModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - per family
         raise NotImplementedError
+
+
+def _guard_outputs(module: nn.Module, _inputs, output):
+    if isinstance(output, torch.Tensor):
+        return guard(module, output)[0]
+    if isinstance(output, (list, tuple)) and output and all(
+        isinstance(o, torch.Tensor) for o in output
+    ):
+        return type(output)(guard(module, *output))
+    return output

@@ -147,7 +147,7 @@ class MSResNet(SpikingModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
+        self.head.replace_fc(num_classes)
 
 
 class SpikingformerBlock(_Residual):
@@ -208,7 +208,7 @@ class Spikingformer(SpikingModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
+        self.head.replace_fc(num_classes)
 
 
 @register_model

@@ -28,10 +28,9 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torch.autograd.graph import get_gradient_edge
 
 from ..reversible.mode import HasMemoryMode, MemoryMode
-from ..reversible.state import RecomputeState, frozen_norm_stats
+from ..reversible.recompute import Part, recompute
 from ..spiking.binary import (
     LeanAvgPool2d,
     LeanIF,
@@ -50,7 +49,6 @@ __all__ = [
     "StagedResNet",
     "NeuronFactory",
     "neuron_factory",
-    "recompute",
     "RecomputedPart",
     "StaticStem",
     "EventStem",
@@ -104,50 +102,19 @@ def unfold(y: torch.Tensor, T: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- recompute
-class _RecomputeFn(torch.autograd.Function):
-    """y = body(x), keeping only x (as bool when it is binary) and recomputing body in backward."""
+def _pack(x: torch.Tensor) -> torch.Tensor:
+    return pack_spikes(x, "a recomputed part fed with spikes")
 
-    @staticmethod
-    def forward(ctx, part: RecomputedPart, binary: bool, x: torch.Tensor, *params):
-        ctx.part = part
-        ctx.binary = binary
-        ctx.dtype = x.dtype
-        ctx.params = params
-        ctx.state = RecomputeState.capture(x)
-        ctx.save_for_backward(pack_spikes(x, type(part).__name__) if binary else x)
-        return part.body(x)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (saved,) = ctx.saved_tensors
-        part: RecomputedPart = ctx.part
-        x = unpack_spikes(saved, ctx.dtype) if ctx.binary else saved.detach()
-        need_x = ctx.needs_input_grad[2]
-        x.requires_grad_(need_x)
-        pidx = [i for i, p in enumerate(ctx.params) if ctx.needs_input_grad[3 + i]]
-        with torch.enable_grad(), ctx.state.replay(), frozen_norm_stats(part):
-            out = part.body(x)
-        part.recompute_count += 1
-        inputs: list = ([get_gradient_edge(x)] if need_x else []) + [ctx.params[i] for i in pidx]
-        grads = ()
-        if inputs:
-            # Hold the graph by its edges only: the recomputed output and the rebuilt input are
-            # not needed by the backward (whatever is, the graph saved), so they are freed now.
-            root = get_gradient_edge(out)
-            del out, x
-            grads = torch.autograd.grad(root, inputs, grad, allow_unused=True)
-        gx = grads[0] if need_x else None
-        gparams: List[Optional[torch.Tensor]] = [None] * len(ctx.params)
-        for i, g in zip(pidx, grads[1:] if need_x else grads):
-            gparams[i] = g
-        return (None, None, gx, *gparams)
+_BINARY = (_pack, unpack_spikes)  # spikes are kept as bool and rebuilt exactly
 
 
 class RecomputedPart(HasMemoryMode, nn.Module):
     """A non-reversible part that recomputes itself in backward outside ``memory_mode="none"``.
 
     Subclasses implement :meth:`body`; ``binary_input=True`` stores the input as ``bool``
-    (for parts fed with spikes). ``recompute_count`` counts backward recomputations.
+    (for parts fed with spikes). The recomputation follows the recompute core's contract
+    (:mod:`revsnn.reversible.recompute`); ``recompute_count`` counts backward recomputations.
     """
 
     binary_input: bool = False
@@ -160,21 +127,26 @@ class RecomputedPart(HasMemoryMode, nn.Module):
         self.memory_mode = memory_mode
         self.recompute_count = 0
 
+    @property
+    def first_order_only(self) -> Optional[str]:
+        if self.memory_mode is not MemoryMode.NONE and self.recompute:
+            return f"{type(self).__name__} recomputed in {self.memory_mode.value} mode"
+        return None
+
     def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _count(self) -> None:
+        self.recompute_count += 1
+
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        """``body(x)``, recomputed in backward unless the mode is ``"none"``."""
-        return recompute(self, x)
-
-
-def recompute(part: RecomputedPart, x: torch.Tensor) -> torch.Tensor:
-    """Evaluate ``part.body(x)``; outside ``"none"`` keep only ``x`` and recompute in backward."""
-    params = tuple(p for p in part.parameters())
-    needs = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
-    if part.memory_mode is MemoryMode.NONE or not part.recompute or not needs:
-        return part.body(x)
-    return _RecomputeFn.apply(part, part.binary_input, x, *params)
+        """``body(x)``, keeping only ``x`` and recomputed in backward unless the mode is
+        ``"none"``."""
+        part = Part([self], name=type(self).__name__, on_replay=self._count)
+        if self.memory_mode is MemoryMode.NONE or not self.recompute:
+            part.reset()
+            return self.body(x)
+        return recompute(part, self.body, x, _BINARY if self.binary_input else None)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -336,7 +308,7 @@ class SpikingHead(nn.Module):
         s = self.neuron(x)  # [T, B, c, H, W]
         return self.fc(s.mean(dim=(3, 4))).mean(0)  # [T, B, c] -> [T, B, K] -> [B, K]
 
-    def reset(self, num_classes: int) -> None:
+    def replace_fc(self, num_classes: int) -> None:
         """Replace the classifier with a fresh ``Linear(c, num_classes)``."""
         p = self.fc.weight
         self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
@@ -410,5 +382,5 @@ class StagedResNet(SpikingModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
+        self.head.replace_fc(num_classes)
 

@@ -188,7 +188,7 @@ class TokenHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean(dim=(3, 4)).mean(0))  # [T, B, c] -> [B, c] -> [B, K]
 
-    def reset(self, num_classes: int) -> None:
+    def replace_fc(self, num_classes: int) -> None:
         p = self.fc.weight
         self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
 
@@ -260,7 +260,7 @@ class RevSFormer(SpikingModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)
-        self.head.reset(num_classes)
+        self.head.replace_fc(num_classes)
 
     def extra_repr(self) -> str:
         return f"L={self.depth}, D={self.embed_dim}, T={self.T}"

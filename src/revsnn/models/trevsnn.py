@@ -9,7 +9,9 @@ counterpart.
 
 Heads: one per column, for any T (SYSTEMS.md fixes one per column at T = 4; we keep that rule
 for every T). Column t < T reads ``GAP(c_3^t)`` through a WS 1x1 conv; the last column reads
-``GAP(S(c_3^T))`` through two WS 1x1 convs. ``forward`` returns the last head's logits;
+``GAP(S(c_3^T))`` through two WS 1x1 convs. The heads are the engine's readout (an argument of
+each call), so in reversible mode they are recomputed from each rebuilt top state and nothing
+is kept per column. ``forward`` returns the last head's logits;
 ``forward_heads`` returns every head (last = final) for the loss
 ``sum_i (i/n) CE_ls(out_i) + CE_ls(out_n)`` (``revsnn.train.loss.column_loss``).
 Event variant: column t gets its own event stem (level 0's entry) and exactly frame t.
@@ -27,17 +29,15 @@ and about 1/T of T-RevSNN's parameters.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..reversible.columns import TemporalColumns
 from ..reversible.mode import MemoryMode
-from ..reversible.state import frozen_norm_stats
-from ..spiking import repeat_time, stateless_spike
+from ..reversible.recompute import Part, checkpoint, guard
+from ..spiking import repeat_time
 from .base import SpikingModel, check_input
 from .registry import register_model
 from .trevsnn_blocks import (
@@ -54,33 +54,10 @@ from .trevsnn_blocks import (
     stateless,
 )
 
-__all__ = ["TRevSNN", "TRevSNNBPTT", "ColumnHeads"]
+__all__ = ["TRevSNN", "TRevSNNBPTT"]
 
 # Thresholds of the stateless spike: fires at 0.5, gradient window [0, 1].
 SPIKE_THRESHOLDS = (0.0, 0.5, 1.0)
-
-
-class ColumnHeads:
-    """The column readout with the heads (SYSTEMS.md §2): column t < T gives
-    ``head_t(GAP(c_3^t))``, the last column ``head_T(GAP(S(c_3^T)))`` -> ``[B, classes]``.
-
-    A view of the model's ``heads`` (registered by the model, not by the engine); the column
-    engine trains the heads through it, recomputing them in the reversible backward, so no
-    pooled state is kept per column.
-    """
-
-    def __init__(self, heads: nn.ModuleList) -> None:
-        self.heads = heads
-
-    def modules(self):
-        return self.heads.modules()
-
-    def parameters(self):
-        return self.heads.parameters()
-
-    def __call__(self, t: int, c_top: torch.Tensor) -> torch.Tensor:
-        x = stateless_spike(c_top) if t == len(self.heads) - 1 else c_top
-        return self.heads[t](x.mean(dim=(2, 3), keepdim=True))  # [B, C3, 1, 1] -> [B, classes]
 
 
 def _check_common(channels: Sequence[int], T: int, kernel: int, num_classes: int, in_channels: int):
@@ -161,13 +138,13 @@ class TRevSNN(SpikingModel):
             state_dtype=torch.float64,
         )
         self.heads = self._make_heads(self.num_classes)
-        self.columns.readout = ColumnHeads(self.heads)  # one head per column, in the engine
         self.set_memory_mode(memory_mode)
 
     def _make_heads(self, num_classes: int) -> nn.ModuleList:
         C3 = self.channels[3]
         return nn.ModuleList(
-            [Classifier(C3, num_classes) for _ in range(self.T - 1)] + [FinalHead(C3, num_classes)]
+            [Classifier(C3, num_classes) for _ in range(self.T - 1)]
+            + [FinalHead(C3, num_classes, spike=stateless())]
         )
 
     # ----------------------------------------------------------------------------- forward
@@ -184,13 +161,21 @@ class TRevSNN(SpikingModel):
             )
         return self.stem(x)  # [B, C0, H', W'], shared by every column
 
+    def _columns(self, x: torch.Tensor, every_head: bool) -> List[Optional[torch.Tensor]]:
+        if len(self.heads) != self.T:
+            raise ValueError(f"{type(self).__name__} needs one head per column (T={self.T}), "
+                             f"got {len(self.heads)} in model.heads")
+        heads = list(self.heads) if every_head else [None] * (self.T - 1) + [self.heads[-1]]
+        return self.columns(self._encode(x), readout=heads)  # T x [B, classes] (or None)
+
     def forward_heads(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Logits of every column's head, ``[B, classes]`` each; the last is the final head."""
-        return list(self.columns(self._encode(x)))  # T x [B, classes]
+        """Logits of every column's head, ``[B, classes]`` each; the last is the final head
+        (for the column loss, which uses them all; ``forward`` computes the final head only)."""
+        return list(guard(self, *self._columns(x, every_head=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The final (last column's) logits ``[B, classes]``."""
-        return self.columns(self._encode(x))[-1]
+        return self._columns(x, every_head=False)[-1]
 
     # ----------------------------------------------------------------------------- verbs
     def get_classifier(self) -> nn.Module:
@@ -199,9 +184,7 @@ class TRevSNN(SpikingModel):
     def reset_classifier(self, num_classes: int) -> None:
         ref = self.heads[-1].conv1.weight
         self.num_classes = int(num_classes)
-        heads = self._make_heads(self.num_classes).to(device=ref.device, dtype=ref.dtype)
-        for i, head in enumerate(heads):  # in place: the engine's readout views this list
-            self.heads[i] = head
+        self.heads = self._make_heads(self.num_classes).to(device=ref.device, dtype=ref.dtype)
 
     def memory_summary(self) -> Dict[str, Any]:
         """What REVERSIBLE training keeps (from the last training forward) and error bounds."""
@@ -214,19 +197,6 @@ class TRevSNN(SpikingModel):
         """Measured rebuild error of the columns on input ``x`` (see TemporalColumns)."""
         with torch.no_grad():
             return self.columns.reconstruction_error(self._encode(x))
-
-
-class _FirstCallFrozen:
-    """A checkpointed function whose recomputation (second call) keeps BN statistics."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module, self.calls = module, 0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        frozen = frozen_norm_stats(self.module) if self.calls > 1 else contextlib.nullcontext()
-        with frozen:
-            return self.module(x)
 
 
 class TRevSNNBPTT(SpikingModel):
@@ -283,14 +253,14 @@ class TRevSNNBPTT(SpikingModel):
         B = x.shape[1]
         c = self.stem(x.flatten(0, 1))  # [T*B, C0, H', W']
         ckpt = self.memory_mode is MemoryMode.CHECKPOINT and torch.is_grad_enabled()
-        for level in self.levels:
-            c = checkpoint(_FirstCallFrozen(level), c, use_reentrant=False) if ckpt else level(c)
-        pooled = self.head_spike(c).mean(dim=(2, 3), keepdim=True)  # [T*B, C3, 1, 1]
-        return self.head(pooled).unflatten(0, (self.T, B)).mean(0)  # [B, classes]
+        for k, level in enumerate(self.levels):
+            c = checkpoint(Part([level], name=f"level {k}"), level, c) if ckpt else level(c)
+        logits = self.head(self.head_spike(c))  # GAP inside the head: [T*B, classes]
+        return logits.unflatten(0, (self.T, B)).mean(0)  # [B, classes]
 
     def forward_heads(self, x: torch.Tensor) -> List[torch.Tensor]:
         """One head: ``[forward(x)]``."""
-        return [self.forward(x)]
+        return [self(x)]
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -180,27 +180,36 @@ class EventStem(nn.Module):
         return self.conv(x)
 
 
+def _gap(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3), keepdim=True)  # [B, C, H, W] -> [B, C, 1, 1]
+
+
 class Classifier(nn.Module):
-    """Intermediate head on pooled ``[B, C, 1, 1]``: WS 1x1 conv C -> classes."""
+    """Intermediate head on a column's top state ``c_3`` ``[B, C, H, W]``:
+    ``GAP(c_3)`` -> WS 1x1 conv C -> classes."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
         self.conv = WSConv2d(channels, num_classes, 1)
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.conv(pooled).flatten(1)  # [B, classes]
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.conv(_gap(c)).flatten(1)  # [B, classes]
 
 
 class FinalHead(nn.Module):
-    """Last head on pooled spikes ``GAP(S(c_3))``: WS 1x1 C -> classes, then classes -> classes."""
+    """Last head on spikes of the top state: ``GAP(S(c_3))`` -> WS 1x1 C -> classes -> WS 1x1
+    classes -> classes. ``spike`` is the spike module (``None``: the input is already spikes)."""
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int,
+                 spike: Optional[nn.Module] = None) -> None:
         super().__init__()
+        self.spike = spike
         self.conv1 = WSConv2d(channels, num_classes, 1)
         self.conv2 = WSConv2d(num_classes, num_classes, 1)
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(pooled)).flatten(1)  # [B, classes]
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        s = c if self.spike is None else self.spike(c)
+        return self.conv2(self.conv1(_gap(s))).flatten(1)  # [B, classes]
 
 
 def stateless() -> nn.Module:

@@ -10,9 +10,13 @@ ParaRevSNN (Xu et al., AAAI 2026), inputs of F and G swapped::
     forward:  y1 = x2 + F(x1)        y2 = x1 + G(y1)
     inverse:  x1 = y2 - G(y1)        x2 = y1 - F(x1)
 
-Stacking ParaRev block k+1 on block k gives y1' = y2 + F'(y1): G of block k and F' of block
-k+1 read the same tensor, so a sequence can evaluate them together (see
-:class:`~revsnn.reversible.sequence.ReversibleSequence`).
+A coupling owns its schedule: :meth:`Coupling.stages` states the equations as additive updates
+of two registers ``(r0, r1) = (x1, x2)`` -- each a :class:`Stage` ``r[dst] += h(r[1 - dst])``
+-- and whether the halves come out swapped. RevCoupling is ``r0 += F(r1); r1 += G(r0)`` with
+``(y1, y2) = (r0, r1)``; ParaRevCoupling is ``r1 += F(r0); r0 += G(r1)`` with
+``(y1, y2) = (r1, r0)``. Every update is inverted by subtracting the same branch output, read
+from the unchanged source register. Engines (:class:`~revsnn.reversible.ReversibleSequence`)
+run stage lists and never re-derive these equations.
 
 F and G may be any modules mapping ``[T, B, C, ...]`` to the same shape. Their outputs are cast
 to the stream dtype before the addition, so streams stay in float32 under autocast.
@@ -20,12 +24,13 @@ to the stream dtype before the addition, so streams stay in float32 under autoca
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["RevCoupling", "ParaRevCoupling", "apply_branch"]
+__all__ = ["Coupling", "RevCoupling", "ParaRevCoupling", "Stage", "apply_branch"]
 
 
 def apply_branch(fn: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -39,8 +44,70 @@ def apply_branch(fn: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     return out.to(x.dtype)
 
 
-class _Coupling(nn.Module):
-    """Common holder of the two branches ``f`` and ``g``."""
+@dataclass(frozen=True)
+class Stage:
+    """``r[dst] += h_1(r[1 - dst]) + h_2(r[1 - dst]) + ...`` (added in order).
+
+    ``branches`` names each h_i and holds its module (``None``: provided by a fused module of
+    the enclosing sequence). ``fused``, when set, evaluates every branch at once and returns
+    their outputs in order (ParaRevSNN's merged block ``M_k(u) = (G_k(u), F_{k+1}(u))``).
+    """
+
+    dst: int
+    branches: Tuple[Tuple[str, Optional[nn.Module]], ...]
+    fused: Optional[nn.Module] = None
+
+    @property
+    def name(self) -> str:
+        return "+".join(n for n, _ in self.branches)
+
+    def modules(self) -> Tuple[nn.Module, ...]:
+        if self.fused is not None:
+            return (self.fused,)
+        return tuple(m for _, m in self.branches if m is not None)
+
+    def on(self, dst: int) -> Stage:
+        """The same update writing physical register ``dst``."""
+        return Stage(dst, self.branches, self.fused)
+
+    def run(self, src: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The branch outputs ``h_i(src)``, each of ``src``'s shape and dtype."""
+        if self.fused is None:
+            for n, m in self.branches:
+                if m is None:
+                    raise ValueError(
+                        f"branch {n} is None and no fused module provides it: give the sequence "
+                        "a merged module for this pair, or the coupling its branch"
+                    )
+            return tuple(apply_branch(m, src, n) for n, m in self.branches)
+        out = self.fused(src)
+        k = len(self.branches)
+        if not (isinstance(out, (tuple, list)) and len(out) == k):
+            raise ValueError(
+                f"a merged module must return {k} tensors ({self.name}), got "
+                f"{type(out).__name__}"
+            )
+        for (n, _), o in zip(self.branches, out):
+            if not isinstance(o, torch.Tensor) or o.shape != src.shape:
+                got = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+                raise ValueError(
+                    f"merged module output {n} must have the half-stream shape "
+                    f"{tuple(src.shape)}, got {got}"
+                )
+        return tuple(o.to(src.dtype) for o in out)
+
+
+def merge(a: Stage, b: Stage, fused: Optional[nn.Module] = None) -> Stage:
+    """Two consecutive stages writing the same register from the same source, as one stage:
+    ``r[d] += h_a(s); r[d] += h_b(s)`` is ``r[d] += h_a(s) + h_b(s)``."""
+    if a.dst != b.dst:
+        raise ValueError("only stages writing the same register can be merged")
+    return Stage(a.dst, a.branches + b.branches, fused)
+
+
+class Coupling(nn.Module):
+    """A reversible coupling of two half-streams: holds the branches ``f`` and ``g`` and
+    states its equations as :meth:`stages`."""
 
     def __init__(self, f: Optional[nn.Module], g: Optional[nn.Module]) -> None:
         super().__init__()
@@ -50,23 +117,33 @@ class _Coupling(nn.Module):
         self.f = f
         self.g = g
 
-    def _need(self, which: str) -> nn.Module:
-        m = getattr(self, which)
-        if m is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.{which} is None: this block's branch lives in a merged "
-                "module of its ReversibleSequence; call the sequence instead"
-            )
-        return m
+    def stages(self) -> Tuple[List[Stage], bool]:
+        """``(stages on the registers (r0, r1) = (x1, x2), swapped)``; ``swapped`` means
+        ``(y1, y2) = (r1, r0)``."""
+        raise NotImplementedError  # pragma: no cover
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError  # pragma: no cover
+        regs = [x1, x2]
+        stages, swapped = self.stages()
+        for s in stages:
+            dst = regs[s.dst]
+            for h in s.run(regs[1 - s.dst]):
+                dst = dst + h
+            regs[s.dst] = dst
+        return (regs[1], regs[0]) if swapped else (regs[0], regs[1])
 
     def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError  # pragma: no cover
+        stages, swapped = self.stages()
+        regs = [y2, y1] if swapped else [y1, y2]
+        for s in reversed(stages):
+            dst = regs[s.dst]
+            for h in reversed(s.run(regs[1 - s.dst])):
+                dst = dst - h
+            regs[s.dst] = dst
+        return regs[0], regs[1]
 
 
-class RevCoupling(_Coupling):
+class RevCoupling(Coupling):
     """y1 = x1 + F(x2), y2 = x2 + G(y1); inverse x2 = y2 - G(y1), x1 = y1 - F(x2)."""
 
     def __init__(self, f: nn.Module, g: nn.Module) -> None:
@@ -74,30 +151,18 @@ class RevCoupling(_Coupling):
             raise TypeError("RevCoupling needs both F and G modules")
         super().__init__(f, g)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        y1 = x1 + apply_branch(self.f, x2, "F")
-        y2 = x2 + apply_branch(self.g, y1, "G")
-        return y1, y2
-
-    def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x2 = y2 - apply_branch(self.g, y1, "G")
-        x1 = y1 - apply_branch(self.f, x2, "F")
-        return x1, x2
+    def stages(self) -> Tuple[List[Stage], bool]:
+        # r0 += F(r1) (y1 = x1 + F(x2));  r1 += G(r0) (y2 = x2 + G(y1))
+        return [Stage(0, (("F", self.f),)), Stage(1, (("G", self.g),))], False
 
 
-class ParaRevCoupling(_Coupling):
+class ParaRevCoupling(Coupling):
     """y1 = x2 + F(x1), y2 = x1 + G(y1); inverse x1 = y2 - G(y1), x2 = y1 - F(x1).
 
     ``f`` or ``g`` may be ``None`` when the branch is provided by a merged module
     M_k(u) = (G_k(u), F_{k+1}(u)) of the enclosing :class:`ReversibleSequence`.
     """
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        y1 = x2 + apply_branch(self._need("f"), x1, "F")
-        y2 = x1 + apply_branch(self._need("g"), y1, "G")
-        return y1, y2
-
-    def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x1 = y2 - apply_branch(self._need("g"), y1, "G")
-        x2 = y1 - apply_branch(self._need("f"), x1, "F")
-        return x1, x2
+    def stages(self) -> Tuple[List[Stage], bool]:
+        # r1 += F(r0) (y1 = x2 + F(x1));  r0 += G(r1) (y2 = x1 + G(y1));  (y1, y2) = (r1, r0)
+        return [Stage(1, (("F", self.f),)), Stage(0, (("G", self.g),))], True

@@ -1,45 +1,50 @@
 """A sequence of reversible couplings with three memory modes.
 
-Both couplings are chains of additive updates on two registers ``(a, b)``, starting from
-``a = x1, b = x2`` (the halves of the stream along dim 2):
-
-- RevCoupling block:      ``a += F(b); b += G(a)``                       (output ``(a, b)``)
-- ParaRevCoupling block:  ``b += F(a); a += G(b)`` then the next block's F adds into ``a``
-  again, reading ``b``: ``a += G_k(b); a += F_{k+1}(b)``. Updates that read the same register
-  and write the same register form one *stage* ``M_k(u) = (G_k(u), F_{k+1}(u))``, evaluated
-  once (by a merged module when one is given). After an odd number of ParaRev blocks the halves
-  come out swapped: ``(y1, y2) = (b, a)``.
+Every coupling states its equations as additive *stages* on two registers
+(:meth:`~revsnn.reversible.coupling.Coupling.stages`): ``r[dst] += h(r[1 - dst])``. The sequence
+composes them -- it only tracks which physical register holds each coupling's ``x1`` and ``x2``
+(a ParaRev coupling swaps them) -- and, optionally, evaluates two consecutive stages that write
+the same register from the same source as one stage (``r[d] += h_a(s) + h_b(s)``). For a
+ParaRevSNN sequence these pairs are ``(G_k, F_{k+1})``, which a merged module
+``M_k(u) = (G_k(u), F_{k+1}(u))`` can compute at once; a RevSNN sequence has none.
 
 Each stage is ``dst <- dst + h_1(src) + h_2(src) + ...`` (added in order), so its inverse is
 ``dst <- dst - ... - h_2(src) - h_1(src)`` with ``src`` unchanged. In REVERSIBLE mode every
 stage is an autograd Function that runs once without a graph and saves nothing; a final join
 concatenates the registers and saves only the output ``y`` (``save_for_backward``). The backward
 walks the stages last to first, handing the rebuilt registers from stage to stage; each stage
-recomputes its branches once with grad on the rebuilt ``src``, rebuilds ``dst`` and
-back-propagates, returning its parameters' gradients at once (autograd accumulates them, and
-DistributedDataParallel reduces them, stage by stage)::
+recomputes its branches once with grad on the rebuilt ``src`` through the recompute core
+(:mod:`revsnn.reversible.recompute`: RNG, autocast, BatchNorm, parameter aliases, module state),
+rebuilds ``dst`` and back-propagates, returning its parameters' gradients at once (autograd
+accumulates them -- hooks fire once -- and DistributedDataParallel reduces them stage by
+stage)::
 
     d_src += (d h / d src)^T d_dst        d_theta += (d h / d theta)^T d_dst
 
-RNG, autocast and BatchNorm statistics are replayed by :mod:`revsnn.reversible.state`.
+The inputs are rebuilt inside the storage of the saved output when nothing else can observe it
+(no ``retain_graph``, no other reference to the output); otherwise into new tensors.
 NONE runs the same stages with plain autograd (the oracle); CHECKPOINT wraps each stage in
-``torch.utils.checkpoint``.
+``torch.utils.checkpoint`` through the core.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from torch.autograd.graph import get_gradient_edge
-from torch.utils.checkpoint import checkpoint
 
-from .coupling import ParaRevCoupling, RevCoupling, apply_branch
+from .coupling import Coupling, Stage, merge
 from .mode import HasMemoryMode, MemoryMode
-from .state import RecomputeState, frozen_norm_stats
+from .recompute import (
+    Part,
+    checkpoint,
+    exclusively_owned,
+    refuse_create_graph,
+    vjp,
+)
+from .state import RecomputeState
 
 __all__ = ["ReversibleSequence", "ReversibleBackwardError"]
 
@@ -48,52 +53,7 @@ class ReversibleBackwardError(RuntimeError):
     """Raised for a second backward through a reversible sequence without ``retain_graph``."""
 
 
-@dataclass
-class _Stage:
-    """``reg[dst] += sum_i h_i(reg[1 - dst])``; ``modules`` hold the parameters of the h_i."""
-
-    dst: int
-    run: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]
-    modules: Tuple[nn.Module, ...]
-
-    def params(self) -> List[nn.Parameter]:
-        seen, out = set(), []
-        for m in self.modules:
-            for p in m.parameters():
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-        return out
-
-
-def _branch(m: nn.Module, name: str) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
-    return lambda u: (apply_branch(m, u, name),)
-
-
-def _pair(g: nn.Module, f: nn.Module) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
-    return lambda u: (apply_branch(g, u, "G"), apply_branch(f, u, "F"))
-
-
-def _merged(m: nn.Module) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
-    def run(u: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        out = m(u)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise ValueError(
-                f"a merged module must return a pair (G_k(u), F_k+1(u)), got {type(out).__name__}"
-            )
-        for name, o in zip(("G", "F"), out):
-            if not isinstance(o, torch.Tensor) or o.shape != u.shape:
-                got = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-                raise ValueError(
-                    f"merged module output {name} must have the half-stream shape "
-                    f"{tuple(u.shape)}, got {got}"
-                )
-        return tuple(o.to(u.dtype) for o in out)
-
-    return run
-
-
-def _apply_stage(stage: _Stage, regs: List[torch.Tensor]) -> None:
+def _apply_stage(stage: Stage, regs: List[torch.Tensor]) -> None:
     """Forward update of one stage on the register list (not in place on tensors)."""
     dst = regs[stage.dst]
     for h in stage.run(regs[1 - stage.dst]):
@@ -101,7 +61,7 @@ def _apply_stage(stage: _Stage, regs: List[torch.Tensor]) -> None:
     regs[stage.dst] = dst
 
 
-def _invert_stage(stage: _Stage, regs: List[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+def _invert_stage(stage: Stage, regs: List[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
     dst = regs[stage.dst]
     for h in reversed(outs):
         dst = dst - h
@@ -112,14 +72,15 @@ class _Link:
     """The registers being rebuilt during one backward, handed from each stage to the one before.
 
     The join's backward fills ``regs`` from the saved output; every stage's backward reads the
-    registers of its output from here and leaves those of its input.
+    registers of its output from here and leaves those of its input. ``inplace``: the registers
+    alias the saved output's storage and are rebuilt in it.
     """
 
-    __slots__ = ("regs", "consumed")
+    __slots__ = ("regs", "inplace")
 
     def __init__(self) -> None:
         self.regs: List[Optional[torch.Tensor]] = [None, None]
-        self.consumed = False
+        self.inplace = False
 
 
 class _StageFunction(torch.autograd.Function):
@@ -129,45 +90,35 @@ class _StageFunction(torch.autograd.Function):
     DistributedDataParallel starts reducing them) stage by stage, not after the whole sequence."""
 
     @staticmethod
-    def forward(ctx, link: _Link, seq: ReversibleSequence, stage: _Stage,
-                state: RecomputeState, first: bool, r0: torch.Tensor, r1: torch.Tensor,
-                *params: torch.Tensor):
-        ctx.link, ctx.seq, ctx.stage, ctx.state, ctx.first = link, seq, stage, state, first
+    def forward(ctx, link: _Link, stage: Stage, part: Part,
+                first: bool, r0: torch.Tensor, r1: torch.Tensor, *params: torch.Tensor):
         regs = [r0, r1]
-        _apply_stage(stage, regs)
+        with part.run(r0) as state:
+            _apply_stage(stage, regs)
+        ctx.link, ctx.stage, ctx.part, ctx.state = link, stage, part, state
+        ctx.first, ctx.params = first, params
         return regs[0], regs[1]  # the source register passes through unchanged
 
     @staticmethod
     def backward(ctx, d0: torch.Tensor, d1: torch.Tensor):
-        link, seq, stage = ctx.link, ctx.seq, ctx.stage
+        part: Part = ctx.part
+        refuse_create_graph(part.name)
+        link, stage = ctx.link, ctx.stage
         regs, dst = link.regs, stage.dst
         d_dst, d_src = (d0, d1) if dst == 0 else (d1, d0)
         src = regs[1 - dst].detach().requires_grad_(True)
-        params = stage.params()
-        with torch.enable_grad(), ctx.state.replay(), frozen_norm_stats(*stage.modules):
-            outs = stage.run(src)
-        seq.recompute_count += 1
+        with part.replay(ctx.state) as aliases:
+            outs = list(stage.run(src))
         with torch.no_grad():
-            if seq.inplace_inverse:
+            if link.inplace:
                 for h in reversed(outs):
                     regs[dst].sub_(h.detach())
                 h = None  # the loop's last output must not outlive the inversion
             else:
                 _invert_stage(stage, regs, [o.detach() for o in outs])
-        outs = [o for o in outs if o.requires_grad]
-        grads: Tuple[Optional[torch.Tensor], ...] = (None,) * (1 + len(params))
-        if outs:
-            # Hold the recomputed graph by its edges only: the branch outputs themselves are
-            # not needed by the backward (what is, the graph saved), so they are freed now.
-            n_out = len(outs)
-            roots = [get_gradient_edge(o) for o in outs]
-            del outs
-            grads = torch.autograd.grad(
-                roots, [src, *params], grad_outputs=[d_dst] * n_out, allow_unused=True
-            )
-            del roots
+        n = len(outs)
+        (g_src,), d_p, _ = vjp(outs, [d_dst] * n, [src], aliases, part.name)
         del src
-        g_src = grads[0]
         if g_src is None:
             d_src_in = d_src
         elif _shares_storage(g_src, d_dst) or _shares_storage(g_src, d_src):
@@ -180,24 +131,27 @@ class _StageFunction(torch.autograd.Function):
             # The rebuilt input is not needed any more; the link (held by the graph's nodes
             # until the whole backward ends) must not keep it -- or y's storage -- alive.
             link.regs = [None, None]
-        return (None, None, None, None, None, *d_in, *grads[1:])
+        by_id = {id(p): g for p, g in zip(aliases.params, d_p)}
+        return (None, None, None, None, *d_in, *(by_id.get(id(p)) for p in ctx.params))
 
 
 class _JoinFunction(torch.autograd.Function):
     """Concatenate the final registers into the output ``y`` and save only ``y``; its backward
-    hands ``y``'s halves to the link (as aliases with their own version counter when the
-    inverse runs in place)."""
+    hands ``y``'s halves to the link (as aliases with their own version counter when they are
+    rebuilt in place)."""
 
     @staticmethod
-    def forward(ctx, link: _Link, seq: ReversibleSequence, r0: torch.Tensor, r1: torch.Tensor):
-        ctx.link, ctx.seq = link, seq
+    def forward(ctx, link: _Link, seq: ReversibleSequence, order: Tuple[int, int],
+                r0: torch.Tensor, r1: torch.Tensor):
+        ctx.link, ctx.seq, ctx.order = link, seq, order
         regs = (r0, r1)
-        y = torch.cat([regs[i] for i in seq._out_order], dim=2)
+        y = torch.cat([regs[i] for i in order], dim=2)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
+        refuse_create_graph(type(ctx.seq).__name__)
         try:
             (y,) = ctx.saved_tensors
         except RuntimeError as err:
@@ -205,20 +159,15 @@ class _JoinFunction(torch.autograd.Function):
                 "backward through a ReversibleSequence a second time: its saved output was "
                 "freed by the first backward; pass retain_graph=True to the first backward"
             ) from err
-        link, seq = ctx.link, ctx.seq
-        if link.consumed:
-            raise ReversibleBackwardError(
-                "backward through a ReversibleSequence with inplace_inverse=True a second time: "
-                "the first backward rebuilt the input inside the saved output's storage"
-            )
-        link.consumed = seq.inplace_inverse
+        link = ctx.link
+        link.inplace = ctx.seq.inplace_inverse and exclusively_owned(y)
         d: List[Optional[torch.Tensor]] = [None, None]
-        for k, yk, dyk in zip(seq._out_order, y.chunk(2, dim=2), dy.chunk(2, dim=2)):
+        for k, yk, dyk in zip(ctx.order, y.chunk(2, dim=2), dy.chunk(2, dim=2)):
             # In place: an alias of y's storage with its own version counter, so that
             # rebuilding one half does not invalidate the other half saved by a branch.
-            link.regs[k] = _alias(yk) if seq.inplace_inverse else yk.detach()
+            link.regs[k] = _alias(yk) if link.inplace else yk.detach()
             d[k] = dyk
-        return (None, None, d[0], d[1])
+        return (None, None, None, d[0], d[1])
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -235,49 +184,47 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
     """Reversible blocks over a stream ``[T, B, 2C, ...]`` split in halves along dim 2.
 
     Args:
-        blocks: all :class:`RevCoupling` or all :class:`ParaRevCoupling`.
+        blocks: couplings (:class:`RevCoupling`, :class:`ParaRevCoupling` or any
+            :class:`~revsnn.reversible.coupling.Coupling`), applied in order.
         memory_mode: ``"none"`` (plain autograd, the oracle), ``"checkpoint"`` or
             ``"reversible"`` (default).
-        merged: ParaRev only: ``n - 1`` modules with ``merged[k](u) -> (G_k(u), F_{k+1}(u))``
-            evaluating G of block k and F of block k+1 together. Blocks then hold only the
-            unpaired branches (``blocks[0].f`` and ``blocks[-1].g``), the rest are ``None``.
+        merged: modules fusing the sequence's pairs of consecutive stages that write the same
+            register from the same source, in order (ParaRev: ``merged[k](u) -> (G_k(u),
+            F_{k+1}(u))``, ``n - 1`` of them for n blocks). The couplings then hold ``None``
+            for the fused branches (ParaRev: every branch but ``blocks[0].f`` and
+            ``blocks[-1].g``).
         preserve_rng_state: capture and replay RNG for recomputation (needed for dropout).
-        pair_stages: ParaRev without ``merged`` only: evaluate G_k and F_{k+1} as one stage
-            (default; one evaluation of the pair, e.g. on two CUDA streams) or, with ``False``,
-            as two stages one after the other (the recomputation then holds one branch's graph
-            at a time, as a RevCoupling sequence does).
-        inplace_inverse: rebuild the inputs inside the storage of the saved output instead of
-            new tensors (saves one stream of memory in backward). The sequence's output then
-            holds its *input* after backward: read it before ``backward()``; a second backward
-            (``retain_graph=True``) raises :class:`ReversibleBackwardError`.
+        pair_stages: without ``merged``: evaluate such pairs as one stage (default; one
+            evaluation of the pair, e.g. on two CUDA streams) or, with ``False``, as two
+            stages one after the other (the recomputation then holds one branch's graph at a
+            time, as a RevCoupling sequence does).
+        inplace_inverse: let the reversible backward rebuild the inputs inside the storage of
+            the saved output when nothing else can observe it -- the graph is not retained and
+            no other tensor, view or graph holds the output (saves one stream of memory in
+            backward); otherwise, or with ``False``, the inputs are rebuilt into new tensors.
     """
 
     def __init__(
         self,
-        blocks: Sequence[Union[RevCoupling, ParaRevCoupling]],
+        blocks: Sequence[Coupling],
         memory_mode: Union[str, MemoryMode] = MemoryMode.REVERSIBLE,
         merged: Optional[Sequence[nn.Module]] = None,
         preserve_rng_state: bool = True,
-        inplace_inverse: bool = False,
+        inplace_inverse: bool = True,
         pair_stages: bool = True,
     ) -> None:
         super().__init__()
         blocks = list(blocks)
         if not blocks:
             raise ValueError("ReversibleSequence needs at least one block")
-        kinds = {type(b) for b in blocks}
-        if not all(issubclass(k, (RevCoupling, ParaRevCoupling)) for k in kinds):
+        bad = sorted({type(b).__name__ for b in blocks if not isinstance(b, Coupling)})
+        if bad:
             raise TypeError(
-                "ReversibleSequence blocks must be RevCoupling or ParaRevCoupling, got "
-                f"{sorted(k.__name__ for k in kinds)}"
+                "ReversibleSequence blocks must be couplings (RevCoupling, ParaRevCoupling), "
+                f"got {bad}"
             )
-        para = all(issubclass(k, ParaRevCoupling) for k in kinds)
-        if not para and any(issubclass(k, ParaRevCoupling) for k in kinds):
-            raise TypeError("do not mix RevCoupling and ParaRevCoupling in one sequence")
-        if merged is not None and not para:
-            raise TypeError("merged modules are only for ParaRevCoupling sequences")
-        if not pair_stages and (merged is not None or not para):
-            raise TypeError("pair_stages=False is for ParaRevCoupling sequences without merged")
+        if not pair_stages and merged is not None:
+            raise TypeError("pair_stages=False cannot be combined with merged modules")
         self.pair_stages = bool(pair_stages)
         self.blocks = nn.ModuleList(blocks)
         self.merged = nn.ModuleList(merged) if merged is not None else None
@@ -285,68 +232,84 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         self.preserve_rng_state = bool(preserve_rng_state)
         self.inplace_inverse = bool(inplace_inverse)
         self.recompute_count = 0  # stages recomputed by reversible backward (for checks)
-        self._para = para
-        self._stages  # noqa: B018 - validate the schedule now
+        self._schedule()  # validate now
 
     @property
-    def _stages(self) -> List[_Stage]:
-        """The stages, built from the current submodules on every call (so that copies of the
-        sequence, e.g. by ``copy.deepcopy``, run their own modules)."""
-        return self._para_stages() if self._para else self._rev_stages()
-
-    @property
-    def _out_order(self) -> Tuple[int, int]:
-        return (1, 0) if self._para and len(self.blocks) % 2 == 1 else (0, 1)
+    def first_order_only(self) -> Optional[str]:
+        if self.memory_mode is MemoryMode.REVERSIBLE:
+            return "ReversibleSequence in reversible mode"
+        return None
 
     # ----------------------------------------------------------------- schedule
-    def _rev_stages(self) -> List[_Stage]:
-        stages = []
-        for b in self.blocks:
-            stages.append(_Stage(0, _branch(b.f, "F"), (b.f,)))  # a += F(b)
-            stages.append(_Stage(1, _branch(b.g, "G"), (b.g,)))  # b += G(a)
-        return stages
+    def _schedule(self) -> Tuple[List[Stage], Tuple[int, int]]:
+        """The stages on physical registers, and which register holds (y1, y2) at the end.
 
-    def _para_stages(self) -> List[_Stage]:
-        n = len(self.blocks)
-        if self.merged is not None and len(self.merged) != n - 1:
-            raise ValueError(
-                f"{n} ParaRev blocks need {n - 1} merged modules, got {len(self.merged)}"
-            )
-        for k, b in enumerate(self.blocks):
-            need_f = self.merged is None or k == 0
-            need_g = self.merged is None or k == n - 1
-            for name, need in (("f", need_f), ("g", need_g)):
-                m = getattr(b, name)
-                if need and m is None:
-                    raise ValueError(f"ParaRev block {k} needs its {name.upper()} branch")
-                if not need and m is not None:
-                    raise ValueError(
-                        f"ParaRev block {k}.{name} must be None: merged[{k - (name == 'f')}] "
-                        "provides it"
-                    )
-        # Block k writes its F into register w_k = (k+1) % 2 reading 1 - w_k; its G the other.
-        if not self.pair_stages:  # F_0, G_0, F_1, G_1, ...: G_k and F_{k+1} one after the other
-            stages = []
-            for k, b in enumerate(self.blocks):
-                stages.append(_Stage((k + 1) % 2, _branch(b.f, "F"), (b.f,)))
-                stages.append(_Stage(k % 2, _branch(b.g, "G"), (b.g,)))
-            return stages
-        stages = [_Stage(1, _branch(self.blocks[0].f, "F"), (self.blocks[0].f,))]
-        for k in range(n - 1):
-            dst = k % 2  # G_k and F_{k+1} both write here, reading the other register
-            if self.merged is not None:
-                m = self.merged[k]
-                stages.append(_Stage(dst, _merged(m), (m,)))
+        Built from the current submodules on every call (so that copies of the sequence, e.g.
+        by ``copy.deepcopy``, and edited sequences run their own modules)."""
+        perm = [0, 1]  # physical register holding the current coupling's x1, x2
+        flat: List[Stage] = []
+        for b in self.blocks:
+            stages, swapped = b.stages()
+            flat += [s.on(perm[s.dst]) for s in stages]
+            if swapped:
+                perm = [perm[1], perm[0]]
+        if self.merged is not None or self.pair_stages:
+            flat = self._pair(flat)
+        for s in flat:
+            if s.fused is None:
+                for name, m in s.branches:
+                    if m is None:
+                        raise ValueError(
+                            f"branch {name} of a coupling is None but no merged module provides "
+                            "it: give the coupling its branch or the sequence a merged module"
+                        )
+        return flat, (perm[0], perm[1])
+
+    def _pair(self, flat: List[Stage]) -> List[Stage]:
+        """Each pair of consecutive stages writing the same register (left to right) as one
+        stage, evaluated by the next merged module when there are any."""
+        groups: List[List[Stage]] = []
+        for s in flat:
+            if groups and len(groups[-1]) == 1 and groups[-1][0].dst == s.dst:
+                groups[-1].append(s)
             else:
-                g, f = self.blocks[k].g, self.blocks[k + 1].f
-                stages.append(_Stage(dst, _pair(g, f), (g, f)))
-        last = self.blocks[n - 1].g
-        stages.append(_Stage((n - 1) % 2, _branch(last, "G"), (last,)))
-        return stages
+                groups.append([s])
+        merged = list(self.merged) if self.merged is not None else None
+        n_pairs = sum(len(g) == 2 for g in groups)
+        if merged is not None and n_pairs != len(merged):
+            raise ValueError(
+                f"merged modules fuse consecutive stages writing the same register: these "
+                f"{len(self.blocks)} couplings have {n_pairs} such pairs, got {len(merged)} "
+                "merged modules"
+            )
+        out, k = [], 0
+        for g in groups:
+            if len(g) == 1:
+                out.append(g[0])
+                continue
+            fused = None
+            if merged is not None:
+                fused = merged[k]
+                for name, m in g[0].branches + g[1].branches:
+                    if m is not None:
+                        raise ValueError(
+                            f"branch {name} of the pair fused by merged[{k}] must be None in its "
+                            "coupling: the merged module provides it"
+                        )
+            out.append(merge(g[0], g[1], fused))
+            k += 1
+        return out
 
     # ----------------------------------------------------------------- modes
     def extra_repr(self) -> str:
-        return f"memory_mode={self.memory_mode.value}, stages={len(self._stages)}"
+        return f"memory_mode={self.memory_mode.value}, stages={len(self._schedule()[0])}"
+
+    def _part(self, k: int, stage: Stage) -> Part:
+        return Part(stage.modules(), self.preserve_rng_state, f"stage {k} ({stage.name})",
+                    on_replay=self._count)
+
+    def _count(self) -> None:
+        self.recompute_count += 1
 
     # ----------------------------------------------------------------- forward
     def _check(self, x: torch.Tensor) -> None:
@@ -366,29 +329,25 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         mode = self.memory_mode
+        stages, order = self._schedule()
         regs = list(x.chunk(2, dim=2))  # [T, B, C, ...] each
-        if mode is MemoryMode.REVERSIBLE and torch.is_grad_enabled():
+        grad = torch.is_grad_enabled()
+        if mode is MemoryMode.REVERSIBLE and grad:
             link = _Link()
-            for i, stage in enumerate(self._stages):
-                state = RecomputeState.capture(x, rng=self.preserve_rng_state)
+            for i, stage in enumerate(stages):
+                part = self._part(i, stage)
                 regs = list(_StageFunction.apply(
-                    link, self, stage, state, i == 0, *regs, *stage.params()
+                    link, stage, part, i == 0, *regs, *part.parameters()
                 ))
-            return _JoinFunction.apply(link, self, *regs)
-        if mode is MemoryMode.CHECKPOINT and torch.is_grad_enabled():
-            for stage in self._stages:
-                regs = list(
-                    checkpoint(
-                        _CheckpointedStage(stage),
-                        *regs,
-                        use_reentrant=False,
-                        preserve_rng_state=self.preserve_rng_state,
-                    )
-                )
-        else:
-            for stage in self._stages:
+            return _JoinFunction.apply(link, self, order, *regs)
+        for i, stage in enumerate(stages):
+            part = self._part(i, stage)
+            if mode is MemoryMode.CHECKPOINT and grad:
+                regs = list(checkpoint(part, _StageFn(stage), *regs))
+            else:
+                part.reset()
                 _apply_stage(stage, regs)
-        return torch.cat([regs[i] for i in self._out_order], dim=2)
+        return torch.cat([regs[i] for i in order], dim=2)
 
     @torch.no_grad()
     def inverse(
@@ -400,14 +359,14 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         statistics are left untouched.
         """
         self._check(y)
+        stages, order = self._schedule()
         regs: List[torch.Tensor] = [None, None]  # type: ignore[list-item]
-        for k, yk in zip(self._out_order, y.chunk(2, dim=2)):
+        for k, yk in zip(order, y.chunk(2, dim=2)):
             regs[k] = yk
-        stages = self._stages
         for i in reversed(range(len(stages))):
             stage = stages[i]
-            replay = states[i].replay() if states is not None else RecomputeState().replay()
-            with replay, frozen_norm_stats(*stage.modules):
+            state = states[i] if states is not None else RecomputeState()
+            with self._part(i, stage).replay(state, grad=False):
                 outs = stage.run(regs[1 - stage.dst])
             _invert_stage(stage, regs, outs)
         return torch.cat(regs, dim=2)
@@ -416,27 +375,24 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
     def forward_with_states(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[RecomputeState]]:
         """Forward without a graph, also returning the per-stage recompute states."""
         self._check(x)
+        stages, order = self._schedule()
         regs = list(x.chunk(2, dim=2))  # [T, B, C, ...] each
         states = []
-        for stage in self._stages:
-            states.append(RecomputeState.capture(x, rng=self.preserve_rng_state))
-            _apply_stage(stage, regs)
-        return torch.cat([regs[i] for i in self._out_order], dim=2), states
+        for i, stage in enumerate(stages):
+            with self._part(i, stage).run(x) as state:
+                _apply_stage(stage, regs)
+            states.append(state)
+        return torch.cat([regs[i] for i in order], dim=2), states
 
 
-class _CheckpointedStage:
-    """One stage for ``torch.utils.checkpoint``; its recomputation keeps BN statistics."""
+class _StageFn:
+    """One stage as a function of the two registers (for checkpointing)."""
 
-    def __init__(self, stage: _Stage) -> None:
+    def __init__(self, stage: Stage) -> None:
         self.stage = stage
-        self.calls = 0
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        self.calls += 1
         regs = [a, b]
-        if self.calls == 1:
-            _apply_stage(self.stage, regs)
-        else:
-            with frozen_norm_stats(*self.stage.modules):
-                _apply_stage(self.stage, regs)
+        _apply_stage(self.stage, regs)
         return regs[0], regs[1]
+

@@ -1,15 +1,22 @@
-"""The one place that captures and replays what a recomputation must see again.
+"""Everything a recomputation must see again, captured and restored in one place.
 
-A reversible or checkpointed block runs twice: once in the forward (no graph) and once in the
-backward (with grad). For the second run to be the same function evaluation it must see
+A recomputed part runs twice: once in the forward and once in the backward. For the second run
+to be the same function evaluation it must see
 
 - the same random numbers (dropout): the CPU generator and the CUDA generators of the devices
-  involved are captured before the forward run and replayed inside a *forked* RNG context, so the
-  caller's generators continue exactly as if no recomputation happened (never a global reseed);
-- the same autocast state (enabled flag and dtype per device type);
-- BatchNorm in the same mode, but **without** a second update of its running statistics: during
-  the recomputation the buffers (running mean/var, num_batches_tracked) are swapped for scratch
-  copies and the originals put back after it, so after a step they equal plain autograd's.
+  involved are captured before the forward run and replayed inside a *forked* RNG context, so
+  the caller's generators continue exactly as if no recomputation happened (never a global
+  reseed) -- :class:`RecomputeState`;
+- the same autocast state (enabled flag and dtype per device type) -- :class:`RecomputeState`;
+- BatchNorm in the same mode, but **without** a second update of its running statistics:
+  during the recomputation the buffers (running mean/var, num_batches_tracked) are swapped for
+  scratch copies and the originals put back after it -- :func:`frozen_norm_stats`;
+- the same module state. Modules that keep state between calls (SpikingJelly's neurons keep
+  their membrane potential) follow the reset protocol: a module with a ``reset()`` method is
+  reset before every run of the part that contains it (:func:`reset_states`), in every memory
+  mode, so every run starts from the same state. A module whose tensors change during a run and
+  that has no ``reset()`` cannot be recomputed faithfully: :class:`StateFingerprint` detects it
+  so that the recomputing modes can refuse it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["RecomputeState", "frozen_norm_stats", "norm_layers"]
+__all__ = [
+    "RecomputeState",
+    "StateFingerprint",
+    "frozen_norm_stats",
+    "norm_layers",
+    "reset_states",
+    "stateful_modules",
+]
 
 _AUTOCAST_DEVICES = ("cpu", "cuda")
 
@@ -71,22 +85,29 @@ class RecomputeState:
             yield
 
 
+# ----------------------------------------------------------------------------- BatchNorm
 _NORM_TYPES = (nn.modules.batchnorm._NormBase,)
 _STAT_NAMES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def norm_layers(modules: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
-    """Normalisation layers inside ``modules`` that would update running statistics."""
+def _unique_modules(roots: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
     seen, out = set(), []
-    for root in modules:
+    for root in roots:
         if root is None:
             continue
         for m in root.modules():
-            if isinstance(m, _NORM_TYPES) and m.training and m.track_running_stats:
-                if id(m) not in seen:
-                    seen.add(id(m))
-                    out.append(m)
+            if id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
     return out
+
+
+def norm_layers(modules: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
+    """Normalisation layers inside ``modules`` that would update running statistics."""
+    return [
+        m for m in _unique_modules(modules)
+        if isinstance(m, _NORM_TYPES) and m.training and m.track_running_stats
+    ]
 
 
 @contextlib.contextmanager
@@ -109,3 +130,56 @@ def frozen_norm_stats(*modules: Optional[nn.Module]) -> Iterator[None]:
     finally:
         for m, bufs in zip(layers, originals):
             m._buffers.update(bufs)
+
+
+# ----------------------------------------------------------------------------- module state
+def stateful_modules(modules: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
+    """Modules inside ``modules`` that follow the reset protocol: a callable ``reset()``
+    (SpikingJelly's ``MemoryModule`` has one) that restores the state a call starts from."""
+    return [m for m in _unique_modules(modules) if callable(getattr(m, "reset", None))]
+
+
+def reset_states(modules: Iterable[nn.Module]) -> None:
+    """Call ``reset()`` on every module of :func:`stateful_modules` (the reset protocol)."""
+    for m in modules:
+        m.reset()
+
+
+def _tensor_items(m: nn.Module) -> Iterator[Tuple[str, torch.Tensor]]:
+    """The tensors a module may carry from one call to the next: buffers other than
+    normalisation statistics, and tensors held in its attributes (directly or in a dict)."""
+    skip_stats = isinstance(m, _NORM_TYPES)
+    for name, b in m._buffers.items():
+        if b is not None and not (skip_stats and name in _STAT_NAMES):
+            yield name, b
+    for name, value in m.__dict__.items():
+        if name in ("_parameters", "_buffers", "_modules") or name.endswith("hooks"):
+            continue
+        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            yield name, value
+        elif isinstance(value, dict):
+            for key, v in value.items():
+                if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter):
+                    yield f"{name}[{key!r}]", v
+
+
+class StateFingerprint:
+    """Identity and version of every tensor the modules keep between calls (see
+    :func:`_tensor_items`); :meth:`changed` names the first one a run replaced or modified."""
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self.modules = [m for m in modules if not callable(getattr(m, "reset", None))]
+        self.prints = [self._print(m) for m in self.modules]
+
+    @staticmethod
+    def _print(m: nn.Module) -> Dict[str, Tuple[int, int]]:
+        return {name: (id(t), t._version) for name, t in _tensor_items(m)}
+
+    def changed(self) -> Optional[Tuple[nn.Module, str]]:
+        """``(module, attribute)`` of the first tensor that changed since construction."""
+        for m, before in zip(self.modules, self.prints):
+            after = self._print(m)
+            if after != before:
+                names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                return m, names[0]
+        return None

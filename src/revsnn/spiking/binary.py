@@ -128,7 +128,9 @@ def _fire_chunk(n: BaseNeuron, xs: List[torch.Tensor], a: int, b: int,
 
 def _neuron_forward(neuron: BaseNeuron, x: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """Spikes of the multi-step neuron over ``x`` [T, B, ...] (no graph); with ``overwrite``
-    (``x`` contiguous) the spikes are written over ``x``."""
+    the spikes are written over ``x`` (over a contiguous copy when ``x`` is not contiguous,
+    e.g. channels_last: the loops work on flat per-step views)."""
+    x = x.contiguous()
     out = x if overwrite else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     xs, ss = _steps(x), _steps(out)
     for a, b in _chunks(xs[0].numel()):
@@ -147,6 +149,7 @@ def _neuron_backward(
     a - b == a + (-b) in IEEE arithmetic) and ``dV (1 - S)`` is a masked copy (equal up to the
     sign of zero), so the result is autograd's (see the module docstring for the exceptions).
     """
+    x, grad_s = x.contiguous(), grad_s.contiguous()  # flat per-step views (channels_last too)
     buf = x if overwrite else torch.empty(x.shape, dtype=x.dtype, device=x.device)
     xs, hs, gss = _steps(x), _steps(buf), _steps(grad_s)
     T = len(xs)
@@ -213,9 +216,15 @@ def _check_lean(neuron: BaseNeuron, x: torch.Tensor) -> None:
         )
 
 
+_LEAN = ("{} has a first-order backward (it rebuilds what it did not save); build the model "
+         "with lean=False")
+
+
 class LeanIF(IF):
     """IF neuron (``H[t] = V[t-1] + X[t]``) whose backward saves only ``X``; same outputs and
     gradients as :class:`~revsnn.spiking.IF` (see the module docstring)."""
+
+    first_order_only = _LEAN.format("LeanIF")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_lean(self, x)
@@ -225,6 +234,8 @@ class LeanIF(IF):
 class LeanLIF(LIF):
     """LIF neuron with a constant ``tau`` whose backward saves only ``X``; same outputs and
     gradients as :class:`~revsnn.spiking.LIF`. (PLIF's learnable tau is not supported.)"""
+
+    first_order_only = _LEAN.format("LeanLIF")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_lean(self, x)
@@ -295,6 +306,8 @@ class SpikeConv2d(nn.Conv2d):
     ``padding_mode="zeros"`` and numeric padding are supported.
     """
 
+    first_order_only = _LEAN.format("SpikeConv2d")
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
@@ -336,6 +349,8 @@ class _SpikeMaxPoolFn(torch.autograd.Function):
 class SpikeMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` over binary spikes ``[N, C, H, W]`` that saves only a ``bool`` copy of
     its input (plain max-pool keeps the float input and int64 indices)."""
+
+    first_order_only = _LEAN.format("SpikeMaxPool2d")
 
     def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1) -> None:
         super().__init__(kernel_size, stride, padding)
@@ -428,6 +443,8 @@ class _LeanAvgPoolFn(torch.autograd.Function):
 class LeanAvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` (zero padding counted, floor mode) that saves nothing for backward
     (plain autograd keeps the input although only its shape is needed)."""
+
+    first_order_only = _LEAN.format("LeanAvgPool2d")
 
     def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1) -> None:
         super().__init__(kernel_size, stride, padding)

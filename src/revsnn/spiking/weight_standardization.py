@@ -84,6 +84,9 @@ def standardize_weight(weight: torch.Tensor, gain: torch.Tensor, eps: float) -> 
 class WSConv2d(nn.Conv2d):
     """Weight-standardised conv with a learnable per-output-channel gain (and a bias)."""
 
+    #: the standardisation's closed-form backward cannot be differentiated again
+    first_order_only = "WSConv2d's weight standardisation has a first-order backward"
+
     def __init__(
         self,
         in_channels: int,
