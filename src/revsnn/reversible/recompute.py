@@ -123,7 +123,7 @@ class Part:
     ``modules``. Engines run it under :meth:`run` in the forward and :meth:`replay` in the
     backward (see the module docstring for the contract)."""
 
-    __slots__ = ("modules", "preserve_rng_state", "name", "on_replay", "_all")
+    __slots__ = ("modules", "preserve_rng_state", "name", "on_replay", "_all", "_stateful")
 
     def __init__(self, modules: Sequence[Optional[nn.Module]], preserve_rng_state: bool = True,
                  name: str = "part", on_replay: Optional[Callable[[], None]] = None) -> None:
@@ -132,6 +132,7 @@ class Part:
         self.name = name
         self.on_replay = on_replay  # called once per recomputation in a backward (counters)
         self._all: Optional[List[nn.Module]] = None
+        self._stateful: Optional[List[nn.Module]] = None
 
     def all_modules(self) -> List[nn.Module]:
         """Every module of the part (submodules included), each once."""
@@ -144,7 +145,9 @@ class Part:
 
     def reset(self) -> None:
         """Reset every module following the reset protocol (before any run, in every mode)."""
-        reset_states(stateful_modules(self.all_modules()))
+        if self._stateful is None:
+            self._stateful = stateful_modules(self.all_modules(), flat=True)
+        reset_states(self._stateful)
 
     @contextlib.contextmanager
     def run(self, *tensors: torch.Tensor) -> Iterator[RecomputeState]:
@@ -175,7 +178,7 @@ class Part:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
             stack.enter_context(state.replay())
-            stack.enter_context(frozen_norm_stats(*self.modules))
+            stack.enter_context(frozen_norm_stats(*self.all_modules(), flat=True))
             self.reset()
             if not grad:
                 yield Aliases([], [])
@@ -203,7 +206,7 @@ class _CheckpointRecompute:
 
     def __enter__(self) -> None:
         stack = contextlib.ExitStack()
-        stack.enter_context(frozen_norm_stats(*self.part.modules))
+        stack.enter_context(frozen_norm_stats(*self.part.all_modules(), flat=True))
         self.stack.append(stack)
         self.part.reset()
 

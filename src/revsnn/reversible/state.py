@@ -102,23 +102,25 @@ def _unique_modules(roots: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
     return out
 
 
-def norm_layers(modules: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
-    """Normalisation layers inside ``modules`` that would update running statistics."""
+def norm_layers(modules: Iterable[Optional[nn.Module]], flat: bool = False) -> List[nn.Module]:
+    """Normalisation layers inside ``modules`` (``flat``: ``modules`` already lists every
+    submodule once) that would update running statistics."""
+    mods = modules if flat else _unique_modules(modules)
     return [
-        m for m in _unique_modules(modules)
+        m for m in mods
         if isinstance(m, _NORM_TYPES) and m.training and m.track_running_stats
     ]
 
 
 @contextlib.contextmanager
-def frozen_norm_stats(*modules: Optional[nn.Module]) -> Iterator[None]:
+def frozen_norm_stats(*modules: Optional[nn.Module], flat: bool = False) -> Iterator[None]:
     """Let the body (a recomputation) update scratch copies of BatchNorm running statistics.
 
     Each running buffer is swapped for a clone during the body and the original tensor object
     is put back afterwards, untouched: statistics are updated exactly once per step, as in plain
     autograd, and no tensor saved by the recomputed graph is modified in place.
     """
-    layers = norm_layers(modules)
+    layers = norm_layers(modules, flat)
     originals = [
         {n: m._buffers[n] for n in _STAT_NAMES if m._buffers.get(n) is not None} for m in layers
     ]
@@ -133,10 +135,17 @@ def frozen_norm_stats(*modules: Optional[nn.Module]) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- module state
-def stateful_modules(modules: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
-    """Modules inside ``modules`` that follow the reset protocol: a callable ``reset()``
-    (SpikingJelly's ``MemoryModule`` has one) that restores the state a call starts from."""
-    return [m for m in _unique_modules(modules) if callable(getattr(m, "reset", None))]
+def _resettable(m: nn.Module) -> bool:
+    # class attribute or instance attribute (nn.Module.__getattr__ is slow on a miss)
+    return callable(getattr(type(m), "reset", None)) or callable(m.__dict__.get("reset"))
+
+
+def stateful_modules(modules: Iterable[Optional[nn.Module]], flat: bool = False) -> List[nn.Module]:
+    """Modules inside ``modules`` (``flat``: ``modules`` already lists every submodule once)
+    that follow the reset protocol: a callable ``reset()`` (SpikingJelly's ``MemoryModule`` has
+    one) that restores the state a call starts from."""
+    mods = modules if flat else _unique_modules(modules)
+    return [m for m in mods if _resettable(m)]
 
 
 def reset_states(modules: Iterable[nn.Module]) -> None:
@@ -145,16 +154,19 @@ def reset_states(modules: Iterable[nn.Module]) -> None:
         m.reset()
 
 
+_MODULE_ATTRS = frozenset(nn.Module().__dict__)  # parameters, buffers, submodules, hooks, ...
+
+
 def _tensor_items(m: nn.Module) -> Iterator[Tuple[str, torch.Tensor]]:
     """The tensors a module may carry from one call to the next: buffers other than
-    normalisation statistics, and tensors held in its attributes (directly or in a dict)."""
+    normalisation statistics, and tensors held in its own attributes (directly or in a dict)."""
     skip_stats = isinstance(m, _NORM_TYPES)
     for name, b in m._buffers.items():
         if b is not None and not (skip_stats and name in _STAT_NAMES):
             yield name, b
-    for name, value in m.__dict__.items():
-        if name in ("_parameters", "_buffers", "_modules") or name.endswith("hooks"):
-            continue
+    d = m.__dict__
+    for name in d.keys() - _MODULE_ATTRS:
+        value = d[name]
         if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
             yield name, value
         elif isinstance(value, dict):
@@ -168,7 +180,7 @@ class StateFingerprint:
     :func:`_tensor_items`); :meth:`changed` names the first one a run replaced or modified."""
 
     def __init__(self, modules: Iterable[nn.Module]) -> None:
-        self.modules = [m for m in modules if not callable(getattr(m, "reset", None))]
+        self.modules = [m for m in modules if not _resettable(m)]
         self.prints = [self._print(m) for m in self.modules]
 
     @staticmethod

@@ -104,7 +104,8 @@ class LentWeights:
         """Add ``dL/dW_hat`` of one use (leaves only)."""
         if grad is not None:
             e = self.entries[id(module)]
-            e.grad = grad if e.grad is None else e.grad + grad
+            # the first gradient is a buffer autograd.grad made for this use alone
+            e.grad = grad if e.grad is None else e.grad.add_(grad)
 
     def release(self, modules: Sequence[nn.Module]) -> Dict[int, torch.Tensor]:
         """End of a step: drop the ``W_hat`` of modules used for the last time and return their
@@ -119,6 +120,7 @@ class LentWeights:
                 continue
             wanted = [(p, a) for p, a in zip(e.params, e.aliases) if a.requires_grad]
             gs = torch.autograd.grad(e.graph, [a for _, a in wanted], e.grad)
+            e.graph = e.grad = e.weight = None  # W_hat and dL/dW_hat are dead: free them now
             for (p, _), gp in zip(wanted, gs):
                 out[id(p)] = gp if id(p) not in out else out[id(p)] + gp
         return out

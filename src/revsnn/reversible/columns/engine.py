@@ -242,6 +242,33 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         order = [mods[t][k] for t in range(self.T) for k in range(self.L)]
         return order[::-1] if reverse else order
 
+    def level_step(
+        self,
+        t: int,
+        k: int,
+        lower: torch.Tensor,
+        upper: Optional[torch.Tensor],
+        prev: Optional[torch.Tensor],
+        weights: Optional[LentWeights] = None,
+        mods: Optional[List[List[List[nn.Module]]]] = None,
+        states: Optional[Dict[Tuple[int, int], RecomputeState]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``c_k^t = L_k^t(lower, upper) + alpha_k^t * prev``; returns ``(c_k^t, L_k^t)``.
+        With ``weights``, the level uses the transformed weights they lend (``mods[t][k]``);
+        with ``states``, it runs as a recomputable part whose state is recorded at ``(t, k)``."""
+        part = self.level_part(t, k)
+        with weights.lend(mods[t][k]) if weights is not None else nullcontext():
+            if states is not None:
+                with part.run(lower) as state:
+                    out = self.level(t, k, lower, upper)
+                states[(t, k)] = state
+            else:
+                part.reset()
+                out = self.level(t, k, lower, upper)
+        if weights is not None:
+            weights.release(mods[t][k])
+        return update(out, self.alpha[t][k], prev), out
+
     def column(
         self,
         t: int,
@@ -249,29 +276,17 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         c_prev: Optional[Sequence[torch.Tensor]],
         weights: Optional[LentWeights] = None,
         mods: Optional[List[List[List[nn.Module]]]] = None,
-        states: Optional[List[RecomputeState]] = None,
+        states: Optional[Dict[Tuple[int, int], RecomputeState]] = None,
     ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L.
-        With ``weights``, each level uses the transformed weights they lend (``mods[t][k]``);
-        with ``states``, each level runs as a recomputable part whose state is appended."""
+        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L."""
         c: List[torch.Tensor] = []
         outs: List[torch.Tensor] = []
         for k in range(self.L):
             lower = s_t if k == 0 else c[k - 1]
             upper = c_prev[k + 1] if (c_prev is not None and k < self.L - 1) else None
-            part = self.level_part(t, k)
-            lend = weights.lend(mods[t][k]) if weights is not None else nullcontext()
-            with lend:
-                if states is not None:
-                    with part.run(lower) as state:
-                        out = self.level(t, k, lower, upper)
-                    states.append(state)
-                else:
-                    part.reset()
-                    out = self.level(t, k, lower, upper)
-            if weights is not None:
-                weights.release(mods[t][k])
-            c.append(update(out, self.alpha[t][k], c_prev[k] if c_prev is not None else None))
+            prev = c_prev[k] if c_prev is not None else None
+            c_k, out = self.level_step(t, k, lower, upper, prev, weights, mods, states)
+            c.append(c_k)
             outs.append(out)
         return c, outs
 
@@ -363,14 +378,13 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         self.clamp_alpha_()
         T, L = self.T, self.L
         with frozen_norm_stats(self):
-            truth, level_out, states, c_prev = [], [], [], None
+            truth, level_out, c_prev = [], [], None
+            states: Dict[Tuple[int, int], RecomputeState] = {}
             for t in range(T):
-                st: List[RecomputeState] = []
                 c_prev, outs = self.column(t, s_list[t if len(s_list) > 1 else 0], c_prev,
-                                           states=st)
+                                           states=states)
                 truth.append(c_prev)
                 level_out.append(outs)
-                states.append(st)
             rebuilt: List[Optional[List[torch.Tensor]]] = [None] * T
             rebuilt[T - 1] = truth[T - 1]
             for t in range(T - 1, 0, -1):
@@ -378,7 +392,7 @@ class TemporalColumns(HasMemoryMode, nn.Module):
                 for k in reversed(range(L)):
                     lower = s_list[t if len(s_list) > 1 else 0] if k == 0 else c_t[k - 1]
                     upper = c_p[k + 1] if k < L - 1 else None
-                    with self.level_part(t, k).replay(states[t][k], grad=False):
+                    with self.level_part(t, k).replay(states[(t, k)], grad=False):
                         out = self.level(t, k, lower, upper)
                     c_p[k] = inverse_step(c_t[k], out, self.alpha[t][k])
                 rebuilt[t - 1] = c_p

@@ -1,28 +1,33 @@
 """REVERSIBLE mode of :class:`~revsnn.reversible.columns.TemporalColumns`: one autograd
-Function per column plus a join.
+Function per level of every column, plus a join.
 
-Column t's Function maps ``(s^t, c^{t-1}, theta^t)`` to ``(c^t, r^t)`` (its states and its
-readout) without a graph and saves only what the storing policy asks for (the exact previous
-states, or sparse fix-ups of them). The join saves the last column's states and passes the
-readouts through. The backward runs the columns last to first; in column t (top level down)::
+Level ``(t, k)`` maps ``(c_{k-1}^t, c_{k+1}^{t-1}, c_k^{t-1}, theta_k^t)`` (lower, upper,
+previous state; ``c_{-1}^t = s^t``) to ``c_k^t`` without a graph and saves nothing but what the
+storing policy asks for; the top level of a column also returns the column's readout ``r^t``.
+The join saves the last column's states and passes the readouts through. Autograd sums the
+gradient of every state from its three readers (as in plain autograd), and runs the levels in
+an order that makes every state available when it is needed: the level that rebuilds
+``c_k^t`` -- ``(t+1, k)`` -- reads ``c_{k+1}^t`` and ``c_k^t``, so it runs before both levels
+that need the value ``c_k^t`` (``(t, k+1)`` and ``(t, k)``) and before ``(t+1, k-1)``. In the
+backward of level ``(t, k)``::
 
-    r^t = R^t(c_top^t)                                  recomputed with grad
     out = L_k^t(c_{k-1}^t, c_{k+1}^{t-1})               recomputed with grad
     c_k^{t-1} = (c_k^t - out) / alpha_k^t               rebuilt (or taken from storage)
-    d alpha_k^t = sum(dc_k^t * c_k^{t-1}),   dc_k^{t-1} += alpha_k^t dc_k^t,
-    (dc_{k-1}^t, dc_{k+1}^{t-1}, d theta) += (d out / d (...))^T dc_k^t
+    d alpha_k^t = sum(dc_k^t * c_k^{t-1}),   dc_k^{t-1} = alpha_k^t dc_k^t
+    (dc_{k-1}^t, dc_{k+1}^{t-1}, d theta) = (d out / d (...))^T dc_k^t
 
-then hands the rebuilt ``c^{t-1}`` to column t - 1 and returns its parameters' gradients, so
-they are accumulated (hooks fire once, DDP reduces) and freed column by column. Every
-recomputation goes through the recompute core (:mod:`revsnn.reversible.recompute`).
-Transformed weights (weight standardisation, :mod:`revsnn.reversible.weights`) are computed
-once per pass and lent to every column that uses them; in the backward they are leaves whose
-gradients are summed over the columns and taken through the transform once, at the last use.
+and the top level first recomputes the readout ``r^t = R^t(c_{L-1}^t)`` and adds its gradient.
+Each level returns its parameters' gradients, so they are accumulated (hooks fire once, DDP
+reduces) and freed level by level. Every recomputation goes through the recompute core
+(:mod:`revsnn.reversible.recompute`). Transformed weights (weight standardisation,
+:mod:`revsnn.reversible.weights`) are computed once per pass and lent to every level that uses
+them; in the backward they are leaves whose gradients are summed over their uses and taken
+through the transform once, at the last use.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -30,13 +35,15 @@ from torch import nn
 from ..recompute import Part, refuse_create_graph, trainable_parameters, vjp
 from ..state import RecomputeState
 from ..weights import LentWeights
-from .policy import Decision, RebuildPolicy, apply_fixup
+from .policy import Decision, Fixup, RebuildPolicy, apply_fixup
 from .recurrence import inverse_step
 
 if TYPE_CHECKING:
     from .engine import TemporalColumns
 
 __all__ = ["run_reversible"]
+
+Key = Tuple[int, int]  # (column t, level k)
 
 
 def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -46,9 +53,10 @@ def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch
 
 
 class _Plan:
-    """What the column Functions of one REVERSIBLE forward share: the engine, the readouts,
-    the storing policy, the recompute states, and in the backward the states being rebuilt
-    (``link``) and the lent transformed weights."""
+    """What the level Functions of one REVERSIBLE forward share: the engine, the readouts, the
+    storing policy, the recompute states, and in the backward the states being rebuilt
+    (``link[(t, k)] = c_k^t``), the stored states and fix-ups handed from a column's top level
+    to its other levels, and the lent transformed weights."""
 
     def __init__(self, engine: TemporalColumns, readouts: Optional[Sequence[nn.Module]],
                  policy: RebuildPolicy) -> None:
@@ -57,10 +65,14 @@ class _Plan:
         self.policy = policy
         self.mods = engine.level_transforms()
         self.weights = LentWeights(engine.transform_steps(self.mods))
-        self.states: Dict[int, List[RecomputeState]] = {}
+        self.states: Dict[Key, RecomputeState] = {}
         self.readout_states: Dict[int, RecomputeState] = {}
-        self.link: List[Optional[torch.Tensor]] = []
+        self.column_outs: List[torch.Tensor] = []  # level outputs of the column being built
+        self.link: Dict[Key, torch.Tensor] = {}
+        self.exact: Dict[Key, torch.Tensor] = {}  # stored c_k^{t-1}, keyed (t - 1, k)
+        self.fixups: Dict[Key, Fixup] = {}  # fix-ups of rebuilt c_k^{t-1}, keyed (t - 1, k)
         self.back_weights: Optional[LentWeights] = None
+        self.link_forward: Dict[Key, torch.Tensor] = {}  # c_k^t of the columns t-1, t (forward)
 
     def readout_part(self, t: int) -> Optional[Part]:
         """The readout of column t as a part (``None``: the identity readout)."""
@@ -72,50 +84,67 @@ class _Plan:
         return self.readouts is None or self.readouts[t] is not None
 
 
-class _ColumnFunction(torch.autograd.Function):
+class _LevelFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan: _Plan, t: int, n_prev: int, s_t: torch.Tensor, *rest: torch.Tensor):
+    def forward(ctx, plan: _Plan, t: int, k: int, has_upper: bool, has_prev: bool,
+                lower: torch.Tensor, *rest: torch.Tensor):
         eng = plan.engine
-        c_prev = list(rest[:n_prev]) if n_prev else None
-        states: List[RecomputeState] = []
-        c, outs = eng.column(t, s_t, c_prev, weights=plan.weights, mods=plan.mods,
-                             states=states)
-        plan.states[t] = states
-        part = plan.readout_part(t)
-        r: Optional[torch.Tensor] = None
-        if part is None:
-            r = eng.readout_input(c[-1])
-        elif plan.reads(t):
-            with part.run(c[-1]) as state:
-                r = plan.readouts[t](eng.readout_input(c[-1]))
-            plan.readout_states[t] = state
-        decision: Decision = plan.policy.step(t, c, outs, c_prev, eng.alpha[t])
-        fix_keys = sorted(decision.fixups)
-        tensors = [s_t] + (decision.stored or [])
-        for k in fix_keys:
-            tensors += list(decision.fixups[k])
-        ctx.save_for_backward(*tensors)
-        ctx.plan, ctx.t, ctx.n_prev = plan, t, n_prev
-        ctx.stored, ctx.fix_keys = decision.stored is not None, fix_keys
-        ctx.params = rest[n_prev:]
+        L = eng.L
+        upper = rest[0] if has_upper else None
+        prev = rest[int(has_upper)] if has_prev else None
+        n_in = int(has_upper) + int(has_prev)
+        c, out = eng.level_step(t, k, lower, upper, prev, plan.weights, plan.mods,
+                                plan.states)
+        ctx.plan, ctx.t, ctx.k, ctx.has_upper, ctx.has_prev = plan, t, k, has_upper, has_prev
+        ctx.params = rest[n_in:]
         ctx.set_materialize_grads(False)
-        return (*c, r)
+        if k == 0:
+            plan.column_outs = []
+        plan.column_outs.append(out)
+        tensors: List[torch.Tensor] = [lower] if k == 0 else []
+        ctx.n_stored = ctx.fix_keys = None
+        if k < L - 1:
+            ctx.save_for_backward(*tensors)
+            return c
+        # the column's top level: its readout, and the storing decision on column t - 1
+        r: Optional[torch.Tensor] = None
+        part = plan.readout_part(t)
+        top = eng.readout_input(c)
+        if part is None:
+            r = top
+        elif plan.reads(t):
+            with part.run(top) as state:
+                r = plan.readouts[t](top)
+            plan.readout_states[t] = state
+        c_col = [plan.link_forward[(t, j)] for j in range(L - 1)] + [c]
+        c_prev = [plan.link_forward.get((t - 1, j)) for j in range(L)] if t > 0 else None
+        decision: Decision = plan.policy.step(t, c_col, plan.column_outs, c_prev, eng.alpha[t])
+        plan.column_outs = []
+        stored = decision.stored or []
+        ctx.n_stored = len(stored)
+        ctx.fix_keys = sorted(decision.fixups)
+        for j in ctx.fix_keys:
+            tensors += list(decision.fixups[j])
+        ctx.save_for_backward(*tensors, *stored)
+        return c, r
 
     @staticmethod
-    def backward(ctx, *grads: Optional[torch.Tensor]):
+    def backward(ctx, dc: Optional[torch.Tensor], d_r: Optional[torch.Tensor] = None):
         plan: _Plan = ctx.plan
-        eng, t = plan.engine, ctx.t
+        eng, t, k = plan.engine, ctx.t, ctx.k
         L = eng.L
-        refuse_create_graph(f"TemporalColumns column {t}")
+        refuse_create_graph(f"TemporalColumns level {k} of column {t}")
         cd = eng.dtypes()[0]
         saved = list(ctx.saved_tensors)
-        s_t = saved[0]
-        stored = saved[1:1 + L] if ctx.stored else None
-        rest = saved[1 + (L if ctx.stored else 0):]
-        fixups = {k: (rest[2 * i], rest[2 * i + 1]) for i, k in enumerate(ctx.fix_keys)}
-        c_t = plan.link
-        dc: List[Optional[torch.Tensor]] = list(grads[:L])
-        d_r = grads[L] if plan.reads(t) else None
+        s_t = saved.pop(0) if k == 0 else None
+        if k == L - 1:  # hand the policy's stored states and fix-ups to the column's levels
+            n_fix = 2 * len(ctx.fix_keys)
+            fix, stored = saved[:n_fix], saved[n_fix:]
+            for i, j in enumerate(ctx.fix_keys):
+                plan.fixups[(t - 1, j)] = (fix[2 * i], fix[2 * i + 1])
+            for j, x in enumerate(stored):
+                plan.exact[(t - 1, j)] = x
+        c_t = plan.link[(t, k)]
         p_grads: Dict[int, torch.Tensor] = {}
 
         def accumulate(params: Sequence[torch.Tensor], gs: Sequence[Optional[torch.Tensor]]):
@@ -123,69 +152,70 @@ class _ColumnFunction(torch.autograd.Function):
                 if g is not None:
                     p_grads[id(p)] = _add(p_grads.get(id(p)), g)
 
-        # the readout of this column's top state
-        if d_r is not None:
+        if k == L - 1 and d_r is not None and plan.reads(t):  # the readout of the top state
             part = plan.readout_part(t)
             if part is None:
-                dc[L - 1] = _add(dc[L - 1], d_r)
+                dc = _add(dc, d_r)
             else:
-                top = eng.readout_input(c_t[L - 1]).detach().requires_grad_(True)
+                top = eng.readout_input(c_t).detach().requires_grad_(True)
                 with part.replay(plan.readout_states[t]) as aliases:
                     outs = [plan.readouts[t](top)]
                 (g_top,), d_p, _ = vjp(outs, [d_r], [top], aliases, part.name)
                 del top
-                dc[L - 1] = _add(dc[L - 1], g_top)
+                dc = _add(dc, g_top)
                 accumulate(aliases.params, d_p)
 
+        alpha = eng.alpha[t][k]
+        lower_v = s_t if k == 0 else plan.link[(t, k - 1)]
+        lower = lower_v.detach().to(cd).requires_grad_(ctx.needs_input_grad[5])
+        upper = None
+        if ctx.has_upper:
+            upper = plan.link[(t - 1, k + 1)].detach().to(cd).requires_grad_(True)
+        mods = plan.mods[t][k]
+        part = eng.level_part(t, k)
+        lent = [p for m in mods for p in m.transform_parameters()]
         weights = plan.back_weights
-        mods = plan.mods
-        n_s_grad = ctx.needs_input_grad[3]
-        ds: Optional[torch.Tensor] = None
-        c_p: List[Optional[torch.Tensor]] = list(stored) if stored is not None else [None] * L
-        dc_p: List[Optional[torch.Tensor]] = [None] * L
-        for k in reversed(range(L)):
-            alpha = eng.alpha[t][k]
-            need_lower = k > 0 or n_s_grad
-            lower = (s_t if k == 0 else c_t[k - 1]).detach().to(cd).requires_grad_(need_lower)
-            upper = c_p[k + 1] if (t > 0 and k < L - 1) else None
-            if upper is not None:
-                upper = upper.detach().to(cd).requires_grad_(True)
-            part = eng.level_part(t, k)
-            lent = [p for m in mods[t][k] for p in m.transform_parameters()]
-            with part.replay(plan.states[t][k], lent=lent) as aliases, \
-                    weights.lend(mods[t][k]) as w_hats:
-                outs = [eng.level(t, k, lower, upper, state_dtype=False)]
-            out = outs[0].detach()
-            if t > 0 and stored is None:  # rebuild c_k^{t-1} by the inverse
-                c_p[k] = apply_fixup(inverse_step(c_t[k], out, alpha.detach()), fixups.get(k))
-            del out
-            g = dc[k]
-            if g is not None and alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}
-                prev = c_p[k] if t > 0 else torch.zeros_like(g)
-                accumulate([alpha], [(g * prev.to(g.dtype)).sum_to_size(alpha.shape)])
-            if g is not None and t > 0:
-                dc_p[k] = _add(dc_p[k], g * alpha.detach().to(g.dtype))
-            lent_leaves = [w for w in w_hats if w.requires_grad]
-            lent_mods = [m for m, w in zip(mods[t][k], w_hats) if w.requires_grad]
-            if g is not None:
-                (g_low, g_up), d_p, d_w = vjp(outs, [g.to(outs[0].dtype)], [lower, upper],
-                                              aliases, part.name, extra=lent_leaves)
-                if g_low is not None:
-                    if k == 0:
-                        ds = _add(ds, g_low)
-                    else:
-                        dc[k - 1] = _add(dc[k - 1], g_low)
-                if g_up is not None:
-                    dc_p[k + 1] = _add(dc_p[k + 1], g_up)
-                accumulate(aliases.params, d_p)
-                for m, gw in zip(lent_mods, d_w):
-                    weights.add_grad(m, gw)
-            del outs, lower, upper
-            for p_id, gp in weights.release(mods[t][k]).items():  # last use: W_hat -> W
-                p_grads[p_id] = _add(p_grads.get(p_id), gp)
-        plan.link = c_p
-        d_prev = dc_p if ctx.n_prev else []
-        return (None, None, None, ds, *d_prev, *(p_grads.get(id(p)) for p in ctx.params))
+        with part.replay(plan.states[(t, k)], lent=lent) as aliases, \
+                weights.lend(mods) as w_hats:
+            outs = [eng.level(t, k, lower, upper, state_dtype=False)]
+        c_prev: Optional[torch.Tensor] = None
+        if ctx.has_prev:  # rebuild c_k^{t-1} by the inverse (or take it from storage)
+            c_prev = plan.exact.pop((t - 1, k), None)
+            if c_prev is None:
+                c_prev = apply_fixup(inverse_step(c_t, outs[0].detach(), alpha.detach()),
+                                     plan.fixups.pop((t - 1, k), None))
+            plan.link[(t - 1, k)] = c_prev
+        d_prev = None
+        if dc is not None:
+            if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}  (c_k^0 = 0)
+                if c_prev is None:
+                    g_alpha = torch.zeros_like(alpha)
+                else:
+                    g_alpha = (dc * c_prev.to(dc.dtype)).sum_to_size(alpha.shape)
+                accumulate([alpha], [g_alpha])
+            if ctx.has_prev:
+                d_prev = dc * alpha.detach().to(dc.dtype)
+        lent_mods = [m for m, w in zip(mods, w_hats) if w.requires_grad]
+        lent_leaves = [w for w in w_hats if w.requires_grad]
+        del w_hats
+        d_lower = d_upper = None
+        if dc is not None:
+            (d_lower, d_upper), d_p, d_w = vjp(outs, [dc.to(outs[0].dtype)], [lower, upper],
+                                               aliases, part.name, extra=lent_leaves)
+            accumulate(aliases.params, d_p)
+            for m, gw in zip(lent_mods, d_w):
+                weights.add_grad(m, gw)
+            del d_w
+            gw = None
+        # only the lender holds W_hat and dL/dW_hat now: each pair is freed as soon as the
+        # release below has taken it through the transform
+        del outs, lower, upper, lent_leaves
+        for p_id, gp in weights.release(mods).items():  # last use: W_hat -> W
+            p_grads[p_id] = _add(p_grads.get(p_id), gp)
+        del plan.link[(t, k)]  # this level is the last reader of c_k^t
+        ins = ([d_upper] if ctx.has_upper else []) + ([d_prev] if ctx.has_prev else [])
+        return (None, None, None, None, None, d_lower, *ins,
+                *(p_grads.get(id(p)) for p in ctx.params))
 
 
 class _JoinFunction(torch.autograd.Function):
@@ -198,6 +228,7 @@ class _JoinFunction(torch.autograd.Function):
         ctx.save_for_backward(*c_last)
         ctx.plan, ctx.L = plan, L
         plan.engine.last_report = plan.policy.finish()
+        plan.link_forward = {}
         ctx.set_materialize_grads(False)
         return tuple(r.view_as(r) for r in rs)
 
@@ -212,29 +243,46 @@ class _JoinFunction(torch.autograd.Function):
                 "backward through TemporalColumns a second time: its saved states were freed by "
                 "the first backward; pass retain_graph=True to the first backward"
             ) from err
-        plan.link = c_last
+        T = plan.engine.T
+        plan.link = {(T - 1, k): c for k, c in enumerate(c_last)}
+        plan.exact, plan.fixups = {}, {}
         plan.back_weights = LentWeights(plan.engine.transform_steps(plan.mods, reverse=True),
                                         leaves=True)
         return (None, None, *([None] * ctx.L), *d_r)
 
 
 def run_reversible(engine: TemporalColumns, s_list: List[torch.Tensor],
-                   readouts: Optional[Sequence[nn.Module]]) -> List[torch.Tensor]:
+                   readouts: Optional[Sequence[nn.Module]]) -> List[Optional[torch.Tensor]]:
     """The T columns in REVERSIBLE mode; returns every column's readout."""
+    T, L = engine.T, engine.L
     policy = RebuildPolicy(
-        engine.T, engine.L, engine.tolerance_value(), engine.thresholds, engine.store_every,
+        T, L, engine.tolerance_value(), engine.thresholds, engine.store_every,
         engine.dtypes()[1], int(s_list[0].shape[0]),
     )
     plan = _Plan(engine, readouts, policy)
-    c_prev: List[torch.Tensor] = []
-    rs = []
-    for t in range(engine.T):
+    rs: List[Optional[torch.Tensor]] = []
+    for t in range(T):
         s_t = s_list[t if len(s_list) > 1 else 0]
-        params = trainable_parameters(
-            [engine.levels[t], engine.alpha[t], readouts[t] if readouts is not None else None]
-        )
-        out = _ColumnFunction.apply(plan, t, len(c_prev), s_t, *c_prev, *params)
-        c_prev, r = list(out[:engine.L]), out[engine.L]
-        rs.append(r)
-    joined = iter(_JoinFunction.apply(plan, engine.L, *c_prev, *(r for r in rs if r is not None)))
+        for k in range(L):
+            lower = s_t if k == 0 else plan.link_forward[(t, k - 1)]
+            has_upper = t > 0 and k < L - 1
+            has_prev = t > 0
+            ins = ([plan.link_forward[(t - 1, k + 1)]] if has_upper else []) + (
+                [plan.link_forward[(t - 1, k)]] if has_prev else [])
+            mods = [engine.levels[t][k]]
+            if k == L - 1 and readouts is not None:
+                mods.append(readouts[t])
+            alpha = engine.alpha[t][k]
+            params = trainable_parameters(mods) + ([alpha] if alpha.requires_grad else [])
+            out = _LevelFunction.apply(plan, t, k, has_upper, has_prev, lower, *ins, *params)
+            if k == L - 1:
+                c, r = out
+                rs.append(r)
+            else:
+                c = out
+            plan.link_forward[(t, k)] = c
+        for k in range(L):  # column t - 1 is no longer read
+            plan.link_forward.pop((t - 1, k), None)
+    c_last = [plan.link_forward[(T - 1, k)] for k in range(L)]
+    joined = iter(_JoinFunction.apply(plan, L, *c_last, *(r for r in rs if r is not None)))
     return [next(joined) if r is not None else None for r in rs]
