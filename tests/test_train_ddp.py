@@ -2,9 +2,9 @@
 (reversible sequence with a shared conv, custom backward, per-sample augmentation)."""
 
 import os
-import socket
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from revsnn.train import TrainConfig, run_training
@@ -20,23 +20,23 @@ def _cfg(out, **kw):
     return TrainConfig(**base)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, out, result):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def _worker(rank, world, rendezvous, out, result):
+    # A file rendezvous in the test's own folder: a TCP port picked as "free" and released
+    # before the group binds it can be taken by another test run on the same machine.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    summary, model = run_training(_cfg(out), tiny_factory, log=lambda s: None)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                            world_size=world)
+    try:
+        summary, model = run_training(_cfg(out), tiny_factory, log=lambda s: None)
+    finally:
+        dist.destroy_process_group()
     torch.save({"state": model.state_dict(), "summary": summary}, f"{result}.{rank}")
 
 
 def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(tmp_path / "res")),
-             nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "ddp"),
+                            str(tmp_path / "res")), nprocs=2, join=True)
     single, m = run_training(_cfg(tmp_path / "one"), tiny_factory, log=lambda s: None)
     ref = m.state_dict()
     r0 = torch.load(tmp_path / "res.0", weights_only=True)

@@ -156,7 +156,7 @@ def test_progress_bar_draws_on_a_terminal_only():
         bar.close()
     last = tty.getvalue().rstrip("\n").split("\r")[-1]
     assert last.startswith("epoch 1/2 [########################] 4/4 loss 0.5000 acc  75.0%")
-    assert last.endswith("img/s") and log.getvalue() == ""
+    assert last.endswith("img/s ETA 0:00") and log.getvalue() == ""
     slow = io.StringIO()  # a log file: a plain line every log_every seconds, none at the end
     bar = ProgressBar(4, "epoch 1/2", stream=slow, log_every=0.0)
     for _ in range(4):

@@ -81,7 +81,7 @@ def load_dataset(
     T: int = 4,
     frame_mode: str = "count",
     frame_size: Optional[Tuple[int, int]] = None,
-    image_size: int = 224,
+    image_size: Optional[int] = None,
     test_fraction: Optional[float] = None,
 ) -> Any:
     """One split (``"train"`` or ``"test"``) of a registered data set."""
@@ -99,7 +99,7 @@ def load_dataset(
     if root is None:
         raise static.DataNotFoundError(f"{name}: pass the data directory with --set data_dir=DIR")
     if name == "imagefolder":
-        return static.ImageFolderSet(root, split, image_size=image_size)
+        return static.ImageFolderSet(root, split, image_size=image_size or 224)
     from . import event_sets
 
     if name == "nmnist":
@@ -198,9 +198,16 @@ class Loader:
         return out
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches(0)
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from step ``start`` on (a resumed epoch skips the steps it has
+        done; the order and the step numbers are those of the whole epoch)."""
         plan = [p for p in self.plan() if len(p[0])]  # a rank may get no share of a last batch
+        steps = list(range(len(plan)))[start:]
+        plan = plan[start:]
         if self.in_memory:
-            for step, (idx, part, total) in enumerate(plan):
+            for step, (idx, part, total) in zip(steps, plan):
                 idx = idx.to(self._x.device)
                 yield Batch(self._x[idx].to(self.device, non_blocking=True),
                             self._y[idx].to(self.device, non_blocking=True), part, total, step)
@@ -215,6 +222,6 @@ class Loader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for step, ((x, y), (_, part, total)) in enumerate(zip(loader, plan)):
+        for step, (x, y), (_, part, total) in zip(steps, loader, plan):
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                         part, total, step)
