@@ -66,6 +66,7 @@ class TrainConfig:
     frames: Optional[int] = None  # frames per sample; default T
     frame_mode: str = "count"  # count (equal event count) | time (equal time bins)
     frame_size: Optional[List[int]] = None  # [H, W] to bin events into; default sensor size
+    download: bool = False  # tonic:NAME only: let tonic download missing files
     # optimiser extras
     ema_decay: float = 0.0  # per step, e.g. 0.9992; 0 = no EMA
     eval_ema: bool = True  # evaluate the EMA weights when EMA is on

@@ -46,8 +46,15 @@ from .distributed import (
 from .interrupt import StopRequest, TrainingInterrupted
 from .loss import model_loss, soft_cross_entropy
 from .memory_report import measure_run_memory, memory_matches
-from .optim import ModelEMA, adaptive_clip_grad, build_optimizer, lr_at, set_lr
-from .progress import ProgressBar
+from .optim import (
+    adaptive_clip_grad,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    ema_update,
+    scheduler_at,
+)
+from .progress import make_progress
 from .run_folder import METRIC_FIELDS, RunFolder
 
 __all__ = ["METRIC_FIELDS", "TrainingDiverged", "TrainingInterrupted", "evaluate", "run",
@@ -62,9 +69,11 @@ class _Stop(Exception):
     """Internal: a stop was requested (Ctrl-C) and the state is consistent."""
 
 
-def validate_config(cfg: TrainConfig, registry_model: bool = True) -> None:
+def validate_config(cfg: TrainConfig, registry_model: bool = True,
+                    registry_data: bool = True) -> None:
     """Cheap checks of a config before anything is built (names, ranges, options)."""
-    check_dataset_name(cfg.data)
+    if registry_data:
+        check_dataset_name(cfg.data)
     if registry_model:
         model_entrypoint(cfg.model)  # unknown name -> ValueError with suggestions
     MemoryMode.parse(cfg.memory_mode)
@@ -170,7 +179,8 @@ class _Run:
             self.steps = min(self.steps, int(cfg.max_steps))
         self.module = TrainForward(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
+        self.ema = build_ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.amp_ctx, self.scaler = _amp(cfg, self.device)
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.epoch_state: Optional[Dict[str, Any]] = None
@@ -209,16 +219,23 @@ class _Run:
     # ------------------------------------------------------------------ state
     def _resume(self, ck: Dict[str, Any]) -> None:
         load_model_state(self.model, ck["model"], ck["path"])
+        # the schedule of this config replayed to the checkpoint's step (the same rates as the
+        # uninterrupted run; a changed --epochs gives the new schedule from here on)
+        self.scheduler = scheduler_at(self.optimizer, self.cfg, self.steps,
+                                      int(ck["global_step"]))
+        rates = [g["lr"] for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(ck["optimizer"])
         except (ValueError, KeyError) as err:
             raise ValueError(
                 f"checkpoint {ck['path']}: optimizer state does not match ({err})"
             ) from err
+        for g, lr in zip(self.optimizer.param_groups, rates):
+            g["lr"] = lr
         if self.ema is not None:
             if ck.get("ema") is None:
                 raise ValueError(f"checkpoint {ck['path']} has no EMA state but ema_decay > 0")
-            self.ema.load_state_dict(ck["ema"])
+            load_model_state(self.ema.module, ck["ema"], ck["path"])
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng", {})
@@ -245,7 +262,7 @@ class _Run:
             "config": self.cfg.to_dict(), "epoch": epoch, "global_step": self.global_step,
             "step_in_epoch": step_in_epoch, "epoch_state": epoch_state,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "epoch_times": self.epoch_times, "memory": self.memory, "params": self.params,
@@ -276,8 +293,8 @@ class _Run:
             sums = state["sums"].to(torch.float64).clone()
             before = float(state["elapsed"])
         later = (cfg.epochs - epoch - 1) * self.steps
-        bar = ProgressBar(self.steps, f"epoch {epoch + 1}/{cfg.epochs}",
-                          enabled=cfg.progress and env.main, initial=start, later_steps=later)
+        bar = make_progress(self.steps, f"epoch {epoch + 1}/{cfg.epochs}",
+                            enabled=cfg.progress and env.main, initial=start, later_steps=later)
         t0 = time.perf_counter()
         lr, step, stop = self.last.get("lr", cfg.lr), start, False
 
@@ -288,8 +305,7 @@ class _Run:
         for batch in self.train_loader.batches(start):
             if batch.step >= self.steps:
                 break
-            lr = lr_at(self.global_step, self.steps, cfg)
-            set_lr(self.optimizer, lr)
+            lr = self.optimizer.param_groups[0]["lr"]
             x, target = _inputs(self.data, batch, gen, train=True)
             with self.amp_ctx():
                 heads = self.ddp(x)
@@ -319,8 +335,9 @@ class _Run:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                ema_update(self.ema, self.model)
             self.global_step += 1
             step = batch.step + 1
             n = len(batch.y)
@@ -344,11 +361,10 @@ class _Run:
     def evaluate(self) -> Dict[str, Optional[float]]:
         if self.test_loader is None:
             return {"test_loss": None, "test_acc": None}
-        ctx = self.ema.applied(self.model) if (self.ema and self.cfg.eval_ema) else nullcontext()
+        model = self.ema.module if (self.ema is not None and self.cfg.eval_ema) else self.model
         single = self.env.world == 1 and self.stop is not None
-        with ctx:
-            return evaluate(self.model, self.test_loader, self.data, self.env, self.amp_ctx,
-                            stop=(lambda: self.stop.requested) if single else None)
+        return evaluate(model, self.test_loader, self.data, self.env, self.amp_ctx,
+                        stop=(lambda: self.stop.requested) if single else None)
 
     # ------------------------------------------------------------------ reporting
     def header(self) -> str:
