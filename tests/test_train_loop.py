@@ -9,6 +9,7 @@ import torch
 from revsnn.train import TrainConfig, TrainingDiverged, load_checkpoint, run_training
 from revsnn.train.checkpoint import CheckpointError
 from revsnn.train.cli import evaluate_checkpoint
+from revsnn.train.run_folder import RunFolderError
 from test_train_tiny import tiny_factory
 
 
@@ -73,7 +74,7 @@ def test_run_folder_holds_config_metrics_summary_checkpoints(tmp_path):
 
     assert TrainConfig.from_dict(load_config_file(out / "config.yaml")) == cfg
     # Running again into the same folder without --resume would overwrite it: refused.
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         run_training(cfg, tiny_factory, log=lambda s: None)
 
 

@@ -1,6 +1,7 @@
-"""Losses, optimisers, schedules, EMA, AGC and checkpoint files."""
+"""Losses, optimisers, AGC and checkpoint files (schedules and EMA: test_train_schedule.py)."""
 
 import pickle
+import sys
 
 import pytest
 import torch
@@ -10,13 +11,11 @@ from torch import nn
 from revsnn.train import (
     CheckpointError,
     Lamb,
-    ModelEMA,
     TrainConfig,
     adaptive_clip_grad,
     build_optimizer,
     column_loss,
     load_checkpoint,
-    lr_at,
     save_checkpoint,
     soft_cross_entropy,
 )
@@ -40,16 +39,6 @@ def test_column_loss_is_the_published_weighting():
     ce = [F.cross_entropy(o, y, label_smoothing=0.1) for o in outs]
     expected = sum((i + 1) / 4 * c for i, c in enumerate(ce)) + ce[-1]
     assert torch.allclose(column_loss(outs, y), expected)
-
-
-def test_schedules():
-    cfg = TrainConfig(lr=1.0, warmup_lr=0.0, min_lr=0.0, warmup_epochs=1, epochs=5)
-    assert lr_at(0, 10, cfg) == 0.0 and lr_at(5, 10, cfg) == pytest.approx(0.5)
-    assert lr_at(10, 10, cfg) == pytest.approx(1.0)
-    assert lr_at(30, 10, cfg) == pytest.approx(0.5)  # cosine midpoint of the 40 post-warm-up steps
-    assert lr_at(50, 10, cfg) == pytest.approx(0.0)
-    step = TrainConfig(lr=0.1, scheduler="step", milestones=[2, 4], gamma=0.1, warmup_epochs=0)
-    assert [round(lr_at(e * 10, 10, step), 6) for e in range(5)] == [0.1, 0.1, 0.01, 0.01, 0.001]
 
 
 def test_weight_decay_skips_gains_biases_norms_and_alpha():
@@ -77,17 +66,8 @@ def test_lamb_step_matches_the_equations():
     assert torch.allclose(p.detach(), w0 - 0.1 * r * u, atol=1e-6)
 
 
-def test_ema_and_agc():
+def test_agc():
     m = nn.Linear(3, 2)
-    ema = ModelEMA(m, 0.9)
-    w0 = m.weight.detach().clone()
-    with torch.no_grad():
-        m.weight.add_(1.0)
-    ema.update(m)
-    assert torch.allclose(ema.shadow["weight"], w0 + 0.1)
-    with ema.applied(m):
-        assert torch.allclose(m.weight, w0 + 0.1)
-    assert torch.allclose(m.weight, w0 + 1.0)
     # AGC: each output row's gradient is capped at clip * ||w_row||
     m.weight.grad = torch.full((2, 3), 100.0)
     m.bias.grad = torch.tensor([1e-6, 0.0])
@@ -139,27 +119,33 @@ def test_model_state_mismatch_names_keys_and_shapes():
     assert "run/ck.pt" in msg and "0.bias" in msg and "1.bias" in msg and "(2, 4)" in msg
 
 
-def test_progress_bar_draws_on_a_terminal_only():
+def test_progress_tqdm_on_a_terminal_plain_lines_otherwise(monkeypatch):
     import io
 
-    from revsnn.train.progress import ProgressBar
+    from revsnn.train import progress
 
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    tty, log = Tty(), io.StringIO()
-    for stream in (tty, log):
-        bar = ProgressBar(4, "epoch 1/2", stream=stream)
-        for _ in range(4):
-            bar.update(8, 0.5, 6)
-        bar.close()
-    last = tty.getvalue().rstrip("\n").split("\r")[-1]
-    assert last.startswith("epoch 1/2 [########################] 4/4 loss 0.5000 acc  75.0%")
-    assert last.endswith("img/s") and log.getvalue() == ""
-    slow = io.StringIO()  # a log file: a plain line every log_every seconds, none at the end
-    bar = ProgressBar(4, "epoch 1/2", stream=slow, log_every=0.0)
-    for _ in range(4):
+    pytest.importorskip("tqdm", reason="tqdm is not installed (the dev extra has it)")
+    tty = Tty()
+    bar = progress.make_progress(4, "epoch 1/2", stream=tty, initial=1, later_steps=6)
+    for _ in range(3):
         bar.update(8, 0.5, 6)
     bar.close()
-    assert len(slow.getvalue().splitlines()) == 3 and "\r" not in slow.getvalue()
+    last = tty.getvalue().rstrip("\n").split("\r")[-1]
+    assert last.startswith("epoch 1/2: 100%") and " 4/4 " in last  # tqdm's bar, resumed at 1
+    assert "loss 0.5000 acc  75.0%" in last and "run ETA 0:00" in last
+    # without tqdm on a terminal, and on a log file: a plain line every log_every seconds
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    for stream in (Tty(), io.StringIO()):
+        quiet = progress.make_progress(4, "epoch 1/2", stream=stream)
+        slow = progress.make_progress(4, "epoch 1/2", stream=stream, log_every=0.0)
+        for _ in range(4):
+            quiet.update(8, 0.5, 6)
+            slow.update(8, 0.5, 6)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 3 and "\r" not in stream.getvalue()  # none at the end
+        assert lines[0].startswith("epoch 1/2 step 1/4 loss 0.5000 acc  75.0%")
+        assert lines[0].endswith("ETA 0:00")

@@ -8,7 +8,8 @@ from typing import List, Optional
 USAGE = """usage: revsnn <command> [options]
 
 commands:
-  train    train a model (no options: the main job, T-RevSNN on the embedded digits)
+  train    train a model ('revsnn train' alone: the main job, T-RevSNN on the embedded
+           8x8 digits, CPU, about 2 minutes)
   eval     evaluate a saved checkpoint: revsnn eval --checkpoint PATH
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
   models   list registered models (optional shell pattern, e.g. 'trevsnn*')
@@ -16,14 +17,15 @@ commands:
 'revsnn <command> --help' describes each command."""
 
 
+COMMANDS = ("train", "eval", "bench", "models")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["train"]  # the main job
-    cmd, rest = argv[0], argv[1:]
-    if cmd in ("-h", "--help", "help"):
-        print(USAGE)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)  # bare `revsnn` explains itself; the main job is `revsnn train`
         return 0
+    cmd, rest = argv[0], argv[1:]
     if cmd == "train":
         from .train.cli import main as train_main
 
@@ -42,7 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in list_models(rest[0] if rest else "*"):
             print(name)
         return 0
-    print(f"revsnn: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    print(f"revsnn: unknown command {cmd!r}; expected one of {', '.join(COMMANDS)} "
+          "(revsnn --help)", file=sys.stderr)
     return 2
 
 

@@ -46,6 +46,8 @@ DATASETS = {
     "cifar100": ("image", "CIFAR-100 python batches in data_dir"),
     "imagefolder": ("image", "data_dir/{train,val}/<class>/<image> (vision extra)"),
     "nmnist": ("frames", "N-MNIST .bin files, data_dir/{Train,Test}/<digit>/"),
+    "tonic:NAME": ("frames", "tonic.datasets.NAME in data_dir, frames by tonic's ToFrame "
+                             "(tonic extra)"),
     "dvs_gesture": ("frames", "DVS128 Gesture AEDAT 3.1 + labels csv in data_dir"),
     "cifar10_dvs": ("frames", "CIFAR10-DVS AEDAT 2.0, data_dir/<class>/*.aedat"),
 }
@@ -56,10 +58,17 @@ def list_datasets() -> List[str]:
 
 
 def check_dataset_name(name: str) -> str:
+    """A registered name, or ``tonic:NAME`` (a tonic data set, checked when it is loaded)."""
+    if name.startswith("tonic:"):
+        if not name[len("tonic:"):]:
+            raise ValueError("--data tonic:NAME needs the name of a tonic data set, e.g. "
+                             "tonic:DVSGesture")
+        return name
     if name not in DATASETS:
         close = difflib.get_close_matches(name, list(DATASETS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown data set {name!r}{hint} (known: {', '.join(list_datasets())})")
+        raise ValueError(f"unknown data set {name!r}{hint} (known: {', '.join(list_datasets())}, "
+                         "or tonic:NAME for a tonic data set)")
     return name
 
 
@@ -81,13 +90,21 @@ def load_dataset(
     T: int = 4,
     frame_mode: str = "count",
     frame_size: Optional[Tuple[int, int]] = None,
-    image_size: int = 224,
+    image_size: Optional[int] = None,
     test_fraction: Optional[float] = None,
+    download: bool = False,
 ) -> Any:
-    """One split (``"train"`` or ``"test"``) of a registered data set."""
+    """One split (``"train"`` or ``"test"``) of a registered data set, or of a tonic data set
+    (``name="tonic:NAME"``, see :mod:`revsnn.data.tonic_sets`; ``download`` lets tonic fetch
+    missing files)."""
     check_dataset_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name.startswith("tonic:"):
+        from .tonic_sets import tonic_dataset
+
+        return tonic_dataset(name, root, split, T, frame_mode, frame_size, download=download,
+                             test_fraction=0.1 if test_fraction is None else test_fraction)
     from . import static
 
     if name == "digits":
@@ -99,7 +116,7 @@ def load_dataset(
     if root is None:
         raise static.DataNotFoundError(f"{name}: pass the data directory with --set data_dir=DIR")
     if name == "imagefolder":
-        return static.ImageFolderSet(root, split, image_size=image_size)
+        return static.ImageFolderSet(root, split, image_size=image_size or 224)
     from . import event_sets
 
     if name == "nmnist":
@@ -113,7 +130,7 @@ def load_dataset(
 
 def data_info(name: str, ds: Any) -> DataInfo:
     """Shapes and statistics of a loaded split."""
-    kind = DATASETS[name][0]
+    kind = getattr(ds, "kind", None) or DATASETS[name][0]
     mean = tuple(getattr(ds, "mean", None) or (0.0,) * ds.in_channels)
     std = tuple(getattr(ds, "std", None) or (1.0,) * ds.in_channels)
     size = ds.image_size
@@ -198,9 +215,16 @@ class Loader:
         return out
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches(0)
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from step ``start`` on (a resumed epoch skips the steps it has
+        done; the order and the step numbers are those of the whole epoch)."""
         plan = [p for p in self.plan() if len(p[0])]  # a rank may get no share of a last batch
+        steps = list(range(len(plan)))[start:]
+        plan = plan[start:]
         if self.in_memory:
-            for step, (idx, part, total) in enumerate(plan):
+            for step, (idx, part, total) in zip(steps, plan):
                 idx = idx.to(self._x.device)
                 yield Batch(self._x[idx].to(self.device, non_blocking=True),
                             self._y[idx].to(self.device, non_blocking=True), part, total, step)
@@ -215,6 +239,6 @@ class Loader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for step, ((x, y), (_, part, total)) in enumerate(zip(loader, plan)):
+        for step, (x, y), (_, part, total) in zip(steps, loader, plan):
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                         part, total, step)

@@ -14,17 +14,25 @@ __all__ = ["SpikingModel", "check_input"]
 
 
 def check_input(
-    x: torch.Tensor, in_channels: int, T: Optional[int], who: str
+    x: torch.Tensor, in_channels: int, T: Optional[int], who: str, frames: bool = True
 ) -> Tuple[torch.Tensor, bool]:
     """Validate model input; return ``(x, is_static)``.
 
     Static images are ``[B, C, H, W]``; frames are time-first ``[T, B, C, H, W]`` and their T
-    must equal the model's ``T`` (when the model has a fixed T).
+    must equal the model's ``T`` (when the model has a fixed T). ``frames=False``: the model
+    takes static images only, and the errors ask for ``[B, C, H, W]`` alone.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{who} expects a tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{who} expects a floating-point tensor, got dtype {x.dtype}")
+    if not frames and x.dim() != 4:
+        hint = (" (frames [T, B, C, H, W] need an event variant such as trevsnn_tiny_dvs)"
+                if x.dim() == 5 else "")
+        raise ValueError(
+            f"{who} expects images [B, {in_channels}, H, W] only (static images, encoded once "
+            f"and shared by its T={T} columns); got shape {tuple(x.shape)}{hint}"
+        )
     if x.dim() == 4:
         static = True
         c = x.shape[1]

@@ -151,14 +151,9 @@ class TRevSNN(SpikingModel):
     def _encode(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Static image: the stem output s, computed once. Event model: column t's frame."""
         who = type(self).__name__ + ("(events)" if self.events else "")
-        x, static = check_input(x, self.in_channels, self.T, who)
+        x, static = check_input(x, self.in_channels, self.T, who, frames=self.events)
         if self.events:
             return [x] * self.T if static else list(x.unbind(0))  # [B, C, H, W] per column
-        if not static:
-            raise ValueError(
-                f"{who} encodes one static image [B, {self.in_channels}, H, W] once; got frames "
-                f"{tuple(x.shape)} (use an event variant such as trevsnn_tiny_dvs for frames)"
-            )
         return self.stem(x)  # [B, C0, H', W'], shared by every column
 
     def _columns(self, x: torch.Tensor, every_head: bool) -> List[Optional[torch.Tensor]]:

@@ -15,7 +15,7 @@ from ..models.registry import model_entrypoint
 from .config import TrainConfig
 
 __all__ = [
-    "DataBundle", "TrainForward", "build_data", "build_model", "check_model_fits",
+    "DataBundle", "TrainForward", "build_data", "build_model", "bundle_data", "check_model_fits",
     "count_parameters",
 ]
 
@@ -65,9 +65,15 @@ def build_data(cfg: TrainConfig) -> DataBundle:
         root=cfg.data_dir, T=frames, frame_mode=cfg.frame_mode,
         frame_size=tuple(cfg.frame_size) if cfg.frame_size else None, image_size=cfg.image_size,
     )
+    if cfg.data.startswith("tonic:"):
+        kw["download"] = cfg.download
     train = load_dataset(cfg.data, "train", **kw)
     test = load_dataset(cfg.data, "test", **kw)
-    info = data_info(cfg.data, train)
+    return bundle_data(cfg, train, test, data_info(cfg.data, train))
+
+
+def bundle_data(cfg: TrainConfig, train: Any, test: Any, info: DataInfo) -> DataBundle:
+    """The splits with the batch augmentation and mixup the config asks for."""
     ra = cfg.randaugment
     if ra is not None and len(ra) != 3:
         raise ValueError(f"randaugment expects [ops, magnitude, magnitude_std], got {ra}")

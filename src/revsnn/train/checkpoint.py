@@ -5,7 +5,13 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
     {"format": "revsnn-checkpoint", "version": 1, "config": {...}, "epoch": int,
      "global_step": int, "model": state_dict, "optimizer": state_dict, "ema": state_dict|None,
      "scaler": state_dict|None, "rng": {"torch": ByteTensor, "cuda": [ByteTensor]},
-     "best_acc": float, "best_epoch": int, "epoch_times": [float], "memory": {...}}
+     "best_acc": float, "best_epoch": int, "epoch_times": [float], "memory": {...},
+     "step_in_epoch": int, "epoch_state": {...} | None, "last_metrics": {...}}
+
+``epoch`` counts completed epochs; a checkpoint written inside an epoch (``save_every``, or at
+an interrupt) also holds ``step_in_epoch`` (steps of epoch ``epoch + 1`` already done) and
+``epoch_state`` (that epoch's augmentation generator, running sums and training time), so a
+resumed run continues from that step exactly as the uninterrupted run would.
 
 It is written to ``<name>.tmp-<pid>`` and renamed over the target (``os.replace``), so a crash
 never leaves a half-written checkpoint, and read with ``torch.load(weights_only=True)``, which
@@ -16,12 +22,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, BinaryIO, Callable, Dict, Union
 
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_model_state", "save_checkpoint"]
+__all__ = [
+    "CheckpointError", "load_checkpoint", "load_model_state", "save_checkpoint",
+    "write_text_atomic",
+]
 
 FORMAT = "revsnn-checkpoint"
 VERSION = 1
@@ -31,15 +40,14 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupted, or does not match the model."""
 
 
-def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> Path:
-    """Write ``payload`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(file)`` into ``<name>.tmp-<pid>`` in the same folder, fsync, rename over ``path``:
+    readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    data = {"format": FORMAT, "version": VERSION, **payload}
     try:
         with open(tmp, "wb") as f:
-            torch.save(data, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,19 +57,36 @@ def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> Path:
     return path
 
 
+def write_text_atomic(path: Union[str, Path], text: str) -> Path:
+    """Replace a text file (summary.json, metrics.csv, config.yaml) atomically."""
+    return _write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> Path:
+    """Write ``payload`` atomically (temp file in the same folder, fsync, rename)."""
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return _write_atomic(Path(path), lambda f: torch.save(data, f))
+
+
 def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, Any]:
     """Read a revsnn checkpoint with ``weights_only=True``; errors name the file."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass a run folder that holds checkpoint.pt or "
+            "a checkpoint file written by revsnn train"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means a bad file
+        # torch's own text may advise weights_only=False: wrong for a file of ours (a revsnn
+        # checkpoint holds only tensors and plain values), so only the error type is kept.
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is corrupted, truncated or not a "
-            f"checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"cannot read checkpoint {path}: the file is corrupted, truncated or not a revsnn "
+            f"checkpoint ({type(err).__name__}); resume from another checkpoint of the run "
+            "(e.g. best.pt) or start a new run"
         ) from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a revsnn checkpoint (no '{FORMAT}' marker)")

@@ -14,19 +14,46 @@ from typing import Any, Dict, List, Optional
 
 from .config import TrainConfig, apply_overrides, load_config_file, parse_set
 
-__all__ = ["eval_main", "main"]
+__all__ = ["UsageError", "eval_main", "main"]
+
+
+class UsageError(ValueError):
+    """A command line argparse refuses (unknown flag, bad value, missing argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (and an exception, so ``main`` returns 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _user_error(err: BaseException) -> str:
+    """The one line printed for an error the user can fix."""
+    if isinstance(err, UsageError):
+        return one_line(err)
+    if isinstance(err, OSError) and str(err).startswith("[Errno"):  # raw from the system
+        where = f" {err.filename}" if err.filename else ""
+        return one_line(f"error: cannot access{where}: {err.strerror}; check the paths given "
+                        "(--data-dir, --out, --config, --resume)")
+    return one_line(f"error: {err}")
+
 
 # flag -> config key (flags default to None: only flags given on the command line override)
 _FLAGS = {
     "model": "model", "data": "data", "data_dir": "data_dir", "T": "T", "epochs": "epochs",
     "batch_size": "batch_size", "lr": "lr", "memory_mode": "memory_mode", "out": "out",
     "device": "device", "seed": "seed", "resume": "resume", "tensorboard": "tensorboard",
-    "amp": "amp", "threads": "threads",
+    "amp": "amp", "threads": "threads", "save_every": "save_every",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="revsnn train",
         description="Train a revsnn model. Without arguments: T-RevSNN on the embedded 8x8 "
         "digits on CPU (the main job). Precedence: defaults < --config < flags < --set.",
@@ -48,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue from a checkpoint file or run folder")
+                   help="continue from a checkpoint file or run folder (a finished run: pass a "
+                   "larger --epochs to train longer)")
+    p.add_argument("--save-every", type=int, metavar="N",
+                   help="also checkpoint every N optimiser steps (always at each epoch's end)")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to <run>/tensorboard (needs tensorboard)")
     p.add_argument("--amp", action="store_true", default=None,
@@ -86,41 +116,72 @@ def _fmt(v: Optional[float], spec: str, unit: str = "") -> str:
     return "n/a" if v is None else f"{v:{spec}}{unit}"
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]):
+    """``parser.parse_args``; ``--help`` returns None (exit 0) instead of raising SystemExit."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as done:  # --help printed
+        if done.code in (0, None):
+            return None
+        raise
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """``revsnn train``; returns the exit code (0 ok, 1 training failed, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    if args.list_models:
-        from ..models.registry import list_models
+    """``revsnn train``; returns the exit code: 0 ok (or nothing left to do), 1 training
+    diverged, 2 bad input (one line on stderr, nothing written), 130 interrupted (Ctrl-C:
+    checkpoint written, resume command printed)."""
+    import torch
 
-        print("\n".join(list_models()))
-        return 0
-    if args.list_data:
-        from ..data import DATASETS
-
-        for k, (kind, desc) in sorted(DATASETS.items()):
-            print(f"{k:14s} {kind:7s} {desc}")
-        return 0
     from .checkpoint import CheckpointError
+    from .interrupt import TrainingInterrupted
     from .loop import TrainingDiverged, run
 
     try:
+        args = _parse(build_parser(), argv)
+        if args is None:
+            return 0
+        if args.list_models:
+            from ..models.registry import list_models
+
+            print("\n".join(list_models()))
+            return 0
+        if args.list_data:
+            from ..data import DATASETS
+
+            for k, (kind, desc) in sorted(DATASETS.items()):
+                print(f"{k:14s} {kind:7s} {desc}")
+            return 0
         cfg = resolve_config(args)
         summary = run(cfg)
+    except TrainingInterrupted as err:
+        print(f"revsnn train: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("revsnn train: interrupted before training started; nothing was written",
+              file=sys.stderr)
+        return 130
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(f"error: {err}"), file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError,
-            CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except torch.OutOfMemoryError:
+        print("error: out of memory; lower --batch-size or use --memory-mode reversible "
+              "(or checkpoint)", file=sys.stderr)
         return 2
-    if summary.get("rank", 0) != 0:
-        return 0  # only rank 0 reports
+    except (ValueError, TypeError, OSError, ImportError, CheckpointError) as err:
+        print(_user_error(err), file=sys.stderr)
+        return 2
+    if summary.get("rank", 0) != 0 or summary.get("already_complete"):
+        return 0  # only rank 0 reports; a complete run was reported by the loop
     mem = summary.get("memory_mib_per_image")
+    none = summary.get("memory_none_mib_per_image")
+    mem_s = (f"training memory {mem:.4f} MiB/image in {summary['memory_mode']} mode"
+             if isinstance(mem, float) else f"training memory n/a ({summary.get('memory_method')})")
+    if isinstance(mem, float) and isinstance(none, float) and summary["memory_mode"] != "none":
+        mem_s += f" (none would need {none:.4f}, {none / mem:.1f}x)"
     print(
         f"done: test accuracy {_fmt(summary['final_test_acc'], '.2f', '%')} (best "
         f"{_fmt(summary['best_test_acc'], '.2f', '%')} at epoch {summary['best_epoch']}) | "
-        f"training memory {_fmt(mem, '.4f', ' MiB/image')} ({summary.get('memory_method')}) | "
-        f"{_fmt(summary['time_per_epoch_s'], '.1f', ' s/epoch')}, total "
+        f"{mem_s} | {_fmt(summary['time_per_epoch_s'], '.1f', ' s/epoch')}, total "
         f"{summary['total_time_s']:.1f} s | {summary['params']:,} params | "
         f"run folder {summary['run_dir']}"
     )
@@ -129,20 +190,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def eval_main(argv: Optional[List[str]] = None) -> int:
     """``revsnn eval --checkpoint PATH``: test accuracy of a saved model."""
-    p = argparse.ArgumentParser(prog="revsnn eval", description="Evaluate a saved checkpoint.")
+    p = _Parser(prog="revsnn eval", description="Evaluate a saved checkpoint.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
     p.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw (not EMA) weights")
-    args = p.parse_args(argv)
     from .checkpoint import CheckpointError
 
     try:
+        args = _parse(p, argv)
+        if args is None:
+            return 0
         acc = evaluate_checkpoint(args.checkpoint, args.data_dir, args.device, args.batch_size,
                                   use_ema=not args.no_ema)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("revsnn eval: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, CheckpointError) as err:
+        print(_user_error(err), file=sys.stderr)
         return 2
     print(f"{acc['checkpoint']}: {acc['model']} on {acc['data']} test: accuracy "
           f"{acc['test_acc']:.2f}%, loss {acc['test_loss']:.4f} ({acc['n']} images, epoch "

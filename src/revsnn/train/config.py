@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 __all__ = [
-    "TrainConfig", "apply_overrides", "load_config_file", "parse_set", "parse_value", "save_config",
+    "TrainConfig", "apply_overrides", "config_text", "load_config_file", "parse_set", "parse_value",
+    "save_config",
 ]
 
 
@@ -60,11 +61,12 @@ class TrainConfig:
     random_erase: float = 0.0
     randaugment: Optional[List[float]] = None  # [ops, magnitude 0..10, magnitude std]
     normalize: bool = True
-    image_size: int = 224  # imagefolder only
+    image_size: Optional[int] = None  # imagefolder only: resize + centre crop (null = 224)
     # event data
     frames: Optional[int] = None  # frames per sample; default T
     frame_mode: str = "count"  # count (equal event count) | time (equal time bins)
     frame_size: Optional[List[int]] = None  # [H, W] to bin events into; default sensor size
+    download: bool = False  # tonic:NAME only: let tonic download missing files
     # optimiser extras
     ema_decay: float = 0.0  # per step, e.g. 0.9992; 0 = no EMA
     eval_ema: bool = True  # evaluate the EMA weights when EMA is on
@@ -89,7 +91,9 @@ class TrainConfig:
     max_steps: Optional[int] = None  # cap on steps per epoch (smoke tests)
     measure_memory: bool = True
     memory_batches: List[int] = field(default_factory=lambda: [4, 8])
-    save_every: int = 1  # checkpoint every N epochs (and always at the end)
+    # checkpoint.pt is written at the end of every epoch and, with save_every = N > 0, also
+    # every N optimiser steps inside an epoch (a resumed run continues from that step)
+    save_every: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,7 +242,12 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(err, "problem", None) or type(err).__name__
+        raise ValueError(f"{path} is not valid YAML{where}: {what}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read config file {path}: {err}") from None
     if data is None:
         return {}
     data = _fix_numbers(data)
@@ -250,8 +259,12 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     return data
 
 
+def config_text(cfg: TrainConfig) -> str:
+    """``cfg`` as YAML (one ``key: value`` line per field; values in JSON flow style, which
+    YAML reads back unchanged; no PyYAML needed)."""
+    return "\n".join(f"{k}: {_dump(v)}" for k, v in cfg.to_dict().items()) + "\n"
+
+
 def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
-    """Write ``cfg`` as YAML (one ``key: value`` line per field; values in JSON flow style,
-    which YAML reads back unchanged; no PyYAML needed)."""
-    lines = [f"{k}: {_dump(v)}" for k, v in cfg.to_dict().items()]
-    Path(path).write_text("\n".join(lines) + "\n")
+    """Write :func:`config_text` to ``path``."""
+    Path(path).write_text(config_text(cfg))

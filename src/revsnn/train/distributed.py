@@ -19,7 +19,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistEnv", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_model"]
+__all__ = [
+    "DistEnv", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "parse_device",
+    "resolve_device", "wrap_model",
+]
 
 
 @dataclass
@@ -39,7 +42,26 @@ class DistEnv:
         return self.rank == 0
 
 
+def parse_device(name: str) -> None:
+    """Refuse a device name that training cannot use, with the accepted forms."""
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here; use "
+                         "--device cpu (or auto)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available here; use "
+                         "--device cpu (or auto)")
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    parse_device(name)
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)

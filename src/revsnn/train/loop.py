@@ -1,20 +1,23 @@
 """The training run: epochs of (augment -> forward all heads -> loss -> step), evaluation,
-metrics, checkpoints, resume.
+metrics, checkpoints, resume, Ctrl-C.
 
 Reproducibility: the data order and every augmentation draw of an epoch depend only on
 ``(seed, epoch)`` (per-epoch generators); the global torch RNG (dropout) is saved in every
-checkpoint. Resuming from the checkpoint of epoch ``k`` therefore continues bit for bit as the
-uninterrupted run would.
+checkpoint, and a checkpoint written inside an epoch (``save_every`` steps, or at Ctrl-C) also
+holds the epoch's generator state and running sums. Resuming from any checkpoint therefore
+continues bit for bit as the uninterrupted run would.
+
+Resuming a run that has done all its epochs changes nothing (it says so and how to extend it).
+A resumed run replaces the results files only once it has done work of its own.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -31,32 +34,58 @@ from .build import (
     count_parameters,
 )
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import TrainConfig, save_config
-from .distributed import DistEnv, all_reduce_sum, cleanup, init_distributed, wrap_model
+from .config import TrainConfig
+from .distributed import (
+    DistEnv,
+    all_reduce_sum,
+    cleanup,
+    init_distributed,
+    parse_device,
+    wrap_model,
+)
+from .interrupt import StopRequest, TrainingInterrupted
 from .loss import model_loss, soft_cross_entropy
-from .optim import ModelEMA, adaptive_clip_grad, build_optimizer, lr_at, set_lr
-from .progress import ProgressBar
+from .memory_report import measure_run_memory, memory_matches
+from .optim import (
+    adaptive_clip_grad,
+    build_ema,
+    build_optimizer,
+    build_scheduler,
+    ema_update,
+    scheduler_at,
+)
+from .progress import make_progress
+from .run_folder import METRIC_FIELDS, RunFolder
 
-__all__ = ["TrainingDiverged", "evaluate", "run", "run_training"]
-
-METRIC_FIELDS = [
-    "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s",
-    "images_per_s",
-]
+__all__ = ["METRIC_FIELDS", "TrainingDiverged", "TrainingInterrupted", "evaluate", "run",
+           "run_training"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
 
-def _validate(cfg: TrainConfig, factory: Any) -> None:
-    check_dataset_name(cfg.data)
-    if factory is None:
+class _Stop(Exception):
+    """Internal: a stop was requested (Ctrl-C) and the state is consistent."""
+
+
+def validate_config(cfg: TrainConfig, registry_model: bool = True,
+                    registry_data: bool = True) -> None:
+    """Cheap checks of a config before anything is built (names, ranges, options)."""
+    if registry_data:
+        check_dataset_name(cfg.data)
+    if registry_model:
         model_entrypoint(cfg.model)  # unknown name -> ValueError with suggestions
     MemoryMode.parse(cfg.memory_mode)
-    for key in ("T", "epochs", "batch_size", "save_every"):
+    parse_device(cfg.device)
+    for key in ("T", "epochs", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("save_every", "num_workers"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.threads is not None and cfg.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.optimizer.lower() not in ("sgd", "adamw", "lamb"):
@@ -65,6 +94,14 @@ def _validate(cfg: TrainConfig, factory: Any) -> None:
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
     if cfg.amp_dtype not in ("auto", "bfloat16", "float16"):
         raise ValueError(f"amp_dtype must be auto, bfloat16 or float16, got {cfg.amp_dtype!r}")
+    if cfg.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--tensorboard needs the tensorboard package: pip install 'revsnn[bench]' "
+                "(or pip install tensorboard), or drop --tensorboard"
+            ) from None
 
 
 def _amp(cfg: TrainConfig, device: torch.device):
@@ -96,113 +133,109 @@ def _inputs(data: DataBundle, batch, gen: Optional[torch.Generator], train: bool
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: Loader, data: DataBundle, env: Optional[DistEnv] = None,
-    amp_ctx: Callable = nullcontext,
+    amp_ctx: Callable = nullcontext, stop: Optional[Callable[[], bool]] = None,
 ) -> Dict[str, float]:
     """Test loss and accuracy of the final head (summed over ranks)."""
     env = env or DistEnv()
     was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
-    for batch in loader:
-        x, y = _inputs(data, batch, None, train=False)
-        with amp_ctx():
-            logits = model(x)
-        sums[0] += float(soft_cross_entropy(logits, y)) * len(y)
-        sums[1] += float((logits.argmax(1) == y).sum())
-        sums[2] += len(y)
-    model.train(was)
+    try:
+        for batch in loader:
+            if stop is not None and stop():
+                raise _Stop
+            x, y = _inputs(data, batch, None, train=False)
+            with amp_ctx():
+                logits = model(x)
+            sums[0] += float(soft_cross_entropy(logits, y)) * len(y)
+            sums[1] += float((logits.argmax(1) == y).sum())
+            sums[2] += len(y)
+    finally:
+        model.train(was)
     all_reduce_sum(sums, env)
     n = max(1.0, float(sums[2]))
     return {"test_loss": float(sums[0]) / n, "test_acc": 100.0 * float(sums[1]) / n}
 
 
-def _measure_memory(module: TrainForward, data: DataBundle, cfg: TrainConfig,
-                    device: torch.device) -> Dict[str, Any]:
-    """Peak training memory per image of one step (revsnn.bench.memory), or why not."""
-    try:
-        from ..bench.memory import measure_training_step
-    except ImportError as err:  # the bench module is optional at this level
-        return {"mib_per_image": None, "method": f"unavailable ({err})"}
-    in_memory = hasattr(data.test, "images")
-    batches = [int(b) for b in cfg.memory_batches]
-
-    def make_batch(B: int):
-        from ..data.loaders import Batch
-
-        if in_memory:
-            xb, yb = data.test.images[:B], data.test.labels[:B]
-        else:
-            items = [data.test[i] for i in range(B)]
-            xb = torch.stack([it[0] for it in items])
-            yb = torch.as_tensor([it[1] for it in items])
-        b = Batch(xb.to(device), yb.to(device), slice(0, B), B, 0)
-        return _inputs(data, b, None, train=False)
-
-    def loss_fn(out, target):
-        return model_loss(out, target, cfg.label_smoothing)
-
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return measure_training_step(module, make_batch, loss_fn, device, batches)
-    except Exception as err:  # noqa: BLE001 - memory is a report, never a reason to stop
-        return {"mib_per_image": None, "method": f"failed ({type(err).__name__}: {err})"}
-
-
 class _Run:
-    """State of one training run (kept small; see :func:`run`)."""
+    """State of one training run (see :func:`run_training`)."""
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv, factory: Any, log: Callable[[str], None]):
-        self.cfg, self.env, self.log = cfg, env, log
+    def __init__(self, cfg: TrainConfig, env: DistEnv, data: DataBundle, model: nn.Module,
+                 log: Callable[[str], None]) -> None:
+        self.cfg, self.env, self.log, self.data = cfg, env, log, data
         self.device = env.device
-        torch.manual_seed(cfg.seed)
-        if cfg.threads and cfg.threads > 0 and self.device.type == "cpu":
-            torch.set_num_threads(int(cfg.threads))
-        self.data = build_data(cfg)
-        info = self.data.info
-        self.model = build_model(cfg, info, factory).to(self.device)
+        self.model = model.to(self.device)
         self.params = count_parameters(self.model)
-        self.train_loader = Loader(self.data.train, cfg.batch_size, True, cfg.seed, env.rank,
+        self.train_loader = Loader(data.train, cfg.batch_size, True, cfg.seed, env.rank,
                                    env.world, cfg.num_workers, self.device, cfg.data_on_device)
-        self.test_loader = Loader(self.data.test, cfg.batch_size, False, cfg.seed, env.rank,
-                                  env.world, cfg.num_workers, self.device, cfg.data_on_device)
+        self.test_loader = None if data.test is None else Loader(
+            data.test, cfg.batch_size, False, cfg.seed, env.rank, env.world, cfg.num_workers,
+            self.device, cfg.data_on_device)
         first = next(iter(self.train_loader))
         x, _ = _inputs(self.data, first, None, train=False)
-        check_model_fits(self.model, x, info.num_classes, cfg)
+        check_model_fits(self.model, x, data.info.num_classes, cfg)
         self.steps = len(self.train_loader)
         if cfg.max_steps:
             self.steps = min(self.steps, int(cfg.max_steps))
         self.module = TrainForward(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
+        self.ema = build_ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.amp_ctx, self.scaler = _amp(cfg, self.device)
-        self.start_epoch, self.global_step = 0, 0
+        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.epoch_state: Optional[Dict[str, Any]] = None
         self.best_acc, self.best_epoch = -1.0, -1
-        self.epoch_times: List[float] = []
-        self.memory: Dict[str, Any] = {}
-        self.out = Path(cfg.out) if cfg.out else None
-        if cfg.resume:
-            self._resume(cfg.resume)
-        elif cfg.measure_memory and env.main:
-            self.memory = _measure_memory(self.module, self.data, cfg, self.device)
-        else:
-            self.memory = {"mib_per_image": None, "method": "not measured"}
+        self.epoch_times: list = []
+        self.last: Dict[str, Any] = {}  # metrics of the last completed epoch
+        self.memory: Dict[str, Any] = {"mib_per_image": None, "method": "not measured"}
+        self.saved_any = False
+        self.stop: Optional[StopRequest] = None
+        self.current_epoch = 0
+        ck = load_checkpoint(cfg.resume, map_location=self.device) if cfg.resume else None
+        out = cfg.out or (str(Path(ck["path"]).parent) if ck else None)
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = str(Path("runs") / f"{cfg.data.replace(':', '-')}_{cfg.model}_{stamp}")
+        self.folder = RunFolder(Path(out))
+        if env.main:
+            self.folder.check(resume=ck is not None)
+        if ck is not None:
+            self._resume(ck)
+        if cfg.measure_memory and env.main:
+            stored = ck.get("memory") if ck else None
+            if memory_matches(stored, cfg, self.device):
+                self.memory = dict(stored)
+            else:
+                self.memory = measure_run_memory(
+                    self.module, self.model, self.data, cfg, self.device,
+                    lambda b: _inputs(self.data, b, None, train=False))
         self.ddp = wrap_model(self.module, env, cfg.sync_bn)
         self.tb = None
 
+    @property
+    def out(self) -> Path:
+        return self.folder.path
+
     # ------------------------------------------------------------------ state
-    def _resume(self, path: str) -> None:
-        ck = load_checkpoint(path, map_location=self.device)
+    def _resume(self, ck: Dict[str, Any]) -> None:
         load_model_state(self.model, ck["model"], ck["path"])
+        # the schedule of this config replayed to the checkpoint's step (the same rates as the
+        # uninterrupted run; a changed --epochs gives the new schedule from here on)
+        self.scheduler = scheduler_at(self.optimizer, self.cfg, self.steps,
+                                      int(ck["global_step"]))
+        rates = [g["lr"] for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(ck["optimizer"])
         except (ValueError, KeyError) as err:
             raise ValueError(
                 f"checkpoint {ck['path']}: optimizer state does not match ({err})"
             ) from err
+        for g, lr in zip(self.optimizer.param_groups, rates):
+            g["lr"] = lr
         if self.ema is not None:
             if ck.get("ema") is None:
                 raise ValueError(f"checkpoint {ck['path']} has no EMA state but ema_decay > 0")
-            self.ema.load_state_dict(ck["ema"])
+            load_model_state(self.ema.module, ck["ema"], ck["path"])
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng", {})
@@ -211,49 +244,82 @@ class _Run:
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         self.start_epoch = int(ck["epoch"])
+        self.start_step = int(ck.get("step_in_epoch", 0))
+        self.epoch_state = ck.get("epoch_state")
         self.global_step = int(ck["global_step"])
         self.best_acc, self.best_epoch = float(ck["best_acc"]), int(ck["best_epoch"])
         self.epoch_times = list(ck.get("epoch_times", []))
-        self.memory = dict(ck.get("memory", {}))
+        self.last = dict(ck.get("last_metrics") or {})
+        if self.env.main:
+            self.folder.load_metrics(self.start_epoch)
 
-    def payload(self, epoch: int) -> Dict[str, Any]:
+    def payload(self, epoch: int, step_in_epoch: int = 0,
+                epoch_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         rng: Dict[str, Any] = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": self.cfg.to_dict(), "epoch": epoch, "global_step": self.global_step,
+            "step_in_epoch": step_in_epoch, "epoch_state": epoch_state,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "epoch_times": self.epoch_times, "memory": self.memory, "params": self.params,
+            "last_metrics": self.last,
         }
 
+    def save(self, payload: Dict[str, Any], best: bool = False) -> None:
+        if not self.env.main:
+            return
+        if self.cfg.resume and not self.saved_any:
+            self.folder.write_config(self.cfg)  # a resumed run's own config, once it has work
+        save_checkpoint(self.out / "checkpoint.pt", payload)
+        if best:
+            save_checkpoint(self.out / "best.pt", payload)
+        self.saved_any = True
+
     # ------------------------------------------------------------------ epochs
-    def train_epoch(self, epoch: int) -> Dict[str, float]:
+    def train_epoch(self, epoch: int, start: int, state: Optional[Dict[str, Any]]
+                    ) -> Dict[str, Any]:
         cfg, env = self.cfg, self.env
         self.ddp.train()
         self.train_loader.set_epoch(epoch)
         gen = _epoch_generator(cfg, epoch)
-        bar = ProgressBar(self.steps, f"epoch {epoch + 1}/{cfg.epochs}",
-                          enabled=cfg.progress and env.main)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
-        lr = cfg.lr
-        for batch in self.train_loader:
+        before = 0.0
+        if state is not None:
+            gen.set_state(state["gen"])
+            sums = state["sums"].to(torch.float64).clone()
+            before = float(state["elapsed"])
+        later = (cfg.epochs - epoch - 1) * self.steps
+        bar = make_progress(self.steps, f"epoch {epoch + 1}/{cfg.epochs}",
+                            enabled=cfg.progress and env.main, initial=start, later_steps=later)
+        t0 = time.perf_counter()
+        lr, step, stop = self.last.get("lr", cfg.lr), start, False
+
+        def epoch_state() -> Dict[str, Any]:
+            return {"gen": gen.get_state(), "sums": sums.clone(),
+                    "elapsed": before + time.perf_counter() - t0}
+
+        for batch in self.train_loader.batches(start):
             if batch.step >= self.steps:
                 break
-            lr = lr_at(self.global_step, self.steps, cfg)
-            set_lr(self.optimizer, lr)
+            lr = self.optimizer.param_groups[0]["lr"]
             x, target = _inputs(self.data, batch, gen, train=True)
             with self.amp_ctx():
                 heads = self.ddp(x)
             loss = model_loss(heads, target, cfg.label_smoothing)
-            bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0])
-            if float(all_reduce_sum(bad, env)) > 0:
+            # one reduction per step: [loss not finite, Ctrl-C requested] on any rank
+            flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
+                                  1.0 if self.stop is not None and self.stop.requested else 0.0])
+            all_reduce_sum(flags, env)
+            if float(flags[0]) > 0:
                 raise TrainingDiverged(
                     f"loss became {float(loss.detach())} at epoch {epoch + 1}, step "
                     f"{batch.step + 1} (lr {lr:.3g})"
                 )
+            stop = float(flags[1]) > 0
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -269,153 +335,206 @@ class _Run:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                ema_update(self.ema, self.model)
             self.global_step += 1
+            step = batch.step + 1
             n = len(batch.y)
             truth = target if target.dim() == 1 else target.argmax(1)
             correct = float((heads[-1].detach().argmax(1) == truth).sum())
             sums += torch.tensor([float(loss.detach()) * n, correct, n], dtype=torch.float64)
             bar.update(n * env.world, float(loss.detach()), correct * env.world)
+            if stop:
+                break
+            if cfg.save_every and self.global_step % cfg.save_every == 0 and step < self.steps:
+                self.save(self.payload(epoch, step, epoch_state()))
         bar.close()
-        all_reduce_sum(sums, env)
-        n = max(1.0, float(sums[2]))
-        return {"lr": lr, "train_loss": float(sums[0]) / n, "train_acc": 100.0 * float(sums[1]) / n,
-                "images": n}
+        totals = sums.clone()
+        all_reduce_sum(totals, env)
+        n = max(1.0, float(totals[2]))
+        return {"lr": lr, "train_loss": float(totals[0]) / n,
+                "train_acc": 100.0 * float(totals[1]) / n, "images": n, "step": step,
+                "stopped": stop, "state": epoch_state(),
+                "elapsed": before + time.perf_counter() - t0}
 
-    def evaluate(self) -> Dict[str, float]:
-        ctx = self.ema.applied(self.model) if (self.ema and self.cfg.eval_ema) else nullcontext()
-        with ctx:
-            return evaluate(self.model, self.test_loader, self.data, self.env, self.amp_ctx)
+    def evaluate(self) -> Dict[str, Optional[float]]:
+        if self.test_loader is None:
+            return {"test_loss": None, "test_acc": None}
+        model = self.ema.module if (self.ema is not None and self.cfg.eval_ema) else self.model
+        single = self.env.world == 1 and self.stop is not None
+        return evaluate(model, self.test_loader, self.data, self.env, self.amp_ctx,
+                        stop=(lambda: self.stop.requested) if single else None)
 
-    # ------------------------------------------------------------------ files
-    def prepare_out(self) -> None:
-        if not self.env.main:
-            return
-        cfg = self.cfg
-        if self.out is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.out = Path("runs") / f"{cfg.data}_{cfg.model}_{stamp}"
-        if not cfg.resume and (self.out / "checkpoint.pt").exists():
-            raise FileExistsError(
-                f"run folder {self.out} already holds a checkpoint; continue it with --resume "
-                f"{self.out} or choose another --out"
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.out / "config.yaml")
-        metrics = self.out / "metrics.csv"
-        rows: List[Dict[str, str]] = []
-        if cfg.resume and metrics.exists():
-            with open(metrics, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= self.start_epoch]
-        with open(metrics, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ImportError(
-                    "--tensorboard needs the tensorboard package: "
-                    "pip install -e '.[bench]' (or pip install tensorboard)"
-                ) from err
-            self.tb = SummaryWriter(str(self.out / "tensorboard"))
+    # ------------------------------------------------------------------ reporting
+    def header(self) -> str:
+        cfg, env = self.cfg, self.env
+        total = cfg.epochs * self.steps
+        left = total - (self.start_epoch * self.steps + self.start_step)
+        threads = (f"{torch.get_num_threads()} CPU thread"
+                   f"{'s' if torch.get_num_threads() != 1 else ''}")
+        n_test = len(self.data.test) if self.data.test is not None else 0
+        lines = [
+            f"revsnn train: {cfg.model} ({self.params:,} params) on {cfg.data} "
+            f"({len(self.data.train)} train / {n_test} test), run folder {self.out}",
+            f"  device {self.device}, {threads}, {env.world} process"
+            f"{'es' if env.world > 1 else ''} | memory_mode {cfg.memory_mode}, T={cfg.T}, "
+            f"batch {cfg.batch_size} | {cfg.epochs} epochs x {self.steps} steps = {total:,} "
+            "steps" + (f" ({left:,} left, resuming at epoch {self.start_epoch + 1} step "
+                       f"{self.start_step + 1})" if cfg.resume else ""),
+        ]
+        mem = self.memory.get("mib_per_image")
+        if isinstance(mem, float):
+            lines.append(f"  training memory {mem:.3f} MiB/image in {cfg.memory_mode} mode"
+                         + self._none_part())
+        return "\n".join(lines)
 
-    def record(self, row: Dict[str, Any]) -> None:
-        if not self.env.main:
-            return
-        with open(self.out / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-        if self.tb is not None:
-            for k in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"):
-                self.tb.add_scalar(k, row[k], row["epoch"])
-            self.tb.flush()
+    def _none_part(self) -> str:
+        mem, none = self.memory.get("mib_per_image"), self.memory.get("none_mib_per_image")
+        if str(self.cfg.memory_mode) == "none" or not isinstance(none, float) or not mem:
+            return ""
+        return f" (none would need {none:.3f}, {none / mem:.1f}x)"
 
-    def summary(self, final: Dict[str, Any], status: str, total_time: float) -> Dict[str, Any]:
-        cfg = self.cfg
+    def memory_line(self) -> str:
+        mem = self.memory.get("mib_per_image")
+        if not isinstance(mem, float):
+            return f"training memory n/a ({self.memory.get('method')})"
+        return f"training memory {mem:.4f} MiB/image in {self.cfg.memory_mode} mode" + \
+            self._none_part()
+
+    def summary(self, status: str, total_time: float) -> Dict[str, Any]:
+        cfg, final = self.cfg, self.last
         s = {
             "status": status, "model": cfg.model, "data": cfg.data, "memory_mode": cfg.memory_mode,
             "T": cfg.T, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-            "epochs_done": len(self.epoch_times), "device": str(self.device),
-            "world_size": self.env.world, "rank": self.env.rank, "torch": str(torch.__version__),
-            "params": self.params,
+            "epochs_done": len(self.epoch_times), "global_step": self.global_step,
+            "steps_per_epoch": self.steps, "device": str(self.device),
+            "threads": torch.get_num_threads(), "world_size": self.env.world,
+            "rank": self.env.rank, "torch": str(torch.__version__), "params": self.params,
             "best_test_acc": self.best_acc if self.best_acc >= 0 else None,
             "best_epoch": self.best_epoch if self.best_epoch >= 0 else None,
             "final_test_acc": final.get("test_acc"), "final_train_acc": final.get("train_acc"),
             "final_train_loss": final.get("train_loss"),
             "memory_mib_per_image": self.memory.get("mib_per_image"),
+            "memory_none_mib_per_image": self.memory.get("none_mib_per_image"),
             "memory_method": self.memory.get("method"), "memory": self.memory,
             "time_per_epoch_s": (sum(self.epoch_times) / len(self.epoch_times))
             if self.epoch_times else None,
             "epoch_times_s": self.epoch_times, "total_time_s": total_time,
             "process_cpu_time_s": time.process_time(),
-            "run_dir": str(self.out) if self.out else None,
+            "run_dir": str(self.out),
         }
         if self.device.type == "cuda":
             s["cuda_peak_train_mib_per_image"] = (
                 torch.cuda.max_memory_allocated(self.device) / 2**20
                 / max(1, cfg.batch_size // self.env.world)
             )
-        if self.env.main and self.out is not None:
-            (self.out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+        # A resumed run replaces summary.json only once it has saved work of its own.
+        if self.env.main and (self.saved_any or not cfg.resume):
+            self.folder.write_summary(s)
         return s
 
     # ------------------------------------------------------------------ main
     def fit(self) -> Dict[str, Any]:
         cfg, env, log = self.cfg, self.env, self.log
-        self.prepare_out()
+        if env.main and not cfg.resume:
+            self.folder.create(cfg)
         t_start = time.perf_counter()
-        if env.main:
-            mem = self.memory.get("mib_per_image")
-            mem_s = f"{mem:.3f} MiB/image" if isinstance(mem, float) else "n/a"
-            log(f"revsnn train: {cfg.model} ({self.params:,} params, memory_mode "
-                f"{cfg.memory_mode}, T={cfg.T}) on {cfg.data} "
-                f"({len(self.data.train)} train / {len(self.data.test)} test), device "
-                f"{self.device}, world {env.world}, {self.steps} steps/epoch, memory {mem_s}; "
-                f"run folder {self.out}")
-        final: Dict[str, Any] = {}
+        where = (self.start_epoch, self.start_step)
         try:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                t0 = time.perf_counter()
-                tr = self.train_epoch(epoch)
-                t_train = time.perf_counter() - t0
-                te = self.evaluate()
-                self.epoch_times.append(t_train)
-                if te["test_acc"] > self.best_acc:
-                    self.best_acc, self.best_epoch = te["test_acc"], epoch + 1
-                final = {**tr, **te}
-                row = {"epoch": epoch + 1, "step": self.global_step, "lr": tr["lr"],
-                       "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
-                       "test_loss": te["test_loss"], "test_acc": te["test_acc"],
-                       "epoch_time_s": t_train, "images_per_s": tr["images"] / max(t_train, 1e-9)}
-                self.record(row)
+            with StopRequest(log if env.main else None) as self.stop:
                 if env.main:
-                    last = epoch + 1 == cfg.epochs
-                    if last or (epoch + 1) % cfg.save_every == 0:
-                        payload = self.payload(epoch + 1)
-                        save_checkpoint(self.out / "checkpoint.pt", payload)
-                        if self.best_epoch == epoch + 1:
-                            save_checkpoint(self.out / "best.pt", payload)
-                    log(f"epoch {epoch + 1:3d}/{cfg.epochs} lr {tr['lr']:.2e} train loss "
-                        f"{tr['train_loss']:.4f} acc {tr['train_acc']:5.2f}% | test loss "
-                        f"{te['test_loss']:.4f} acc {te['test_acc']:5.2f}% (best "
-                        f"{self.best_acc:5.2f}%) | {t_train:.1f}s, "
-                        f"{row['images_per_s']:,.0f} img/s")
+                    log(self.header())
+                    if cfg.tensorboard:
+                        from torch.utils.tensorboard import SummaryWriter
+
+                        self.tb = SummaryWriter(str(self.out / "tensorboard"))
+                for epoch in range(self.start_epoch, cfg.epochs):
+                    self.current_epoch = epoch
+                    resumed = epoch == self.start_epoch
+                    tr = self.train_epoch(epoch, self.start_step if resumed else 0,
+                                          self.epoch_state if resumed else None)
+                    where = (epoch, tr["step"])
+                    if tr["stopped"]:
+                        self.save(self.payload(epoch, tr["step"], tr["state"]))
+                        raise _Stop
+                    try:
+                        te = self.evaluate()
+                    except _Stop:  # evaluation left for the resumed run
+                        self.save(self.payload(epoch, tr["step"], tr["state"]))
+                        raise
+                    self.end_epoch(epoch, tr, te)
+                    where = (epoch + 1, 0)
+                    if self._stop_requested():
+                        raise _Stop
+        except _Stop:
+            raise self._interrupted(where, t_start, saved_now=True) from None
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or not the main thread
+            raise self._interrupted(where, t_start, saved_now=False) from None
         except TrainingDiverged as err:
-            total = time.perf_counter() - t_start
-            self.summary(final, "diverged", total)
-            kept = self.out / "checkpoint.pt" if self.out else None
-            keep = (f"the last good checkpoint {kept} is kept" if kept and kept.exists()
+            self.summary("diverged", time.perf_counter() - t_start)
+            kept = self.out / "checkpoint.pt"
+            keep = (f"the last good checkpoint {kept} is kept" if kept.exists()
                     else "no checkpoint had been written yet")
             raise TrainingDiverged(f"{err}; training stopped, {keep}. Lower --lr or enable "
                                    "grad_clip/agc_clip.") from None
         finally:
             if self.tb is not None:
                 self.tb.close()
-        return self.summary(final, "finished", time.perf_counter() - t_start)
+        return self.summary("finished", time.perf_counter() - t_start)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if self.stop is not None and self.stop.requested else 0.0])
+        return float(all_reduce_sum(flag, self.env)) > 0
+
+    def end_epoch(self, epoch: int, tr: Dict[str, Any], te: Dict[str, Any]) -> None:
+        cfg = self.cfg
+        t_train = tr["elapsed"]
+        self.epoch_times.append(t_train)
+        acc = te["test_acc"]
+        if acc is not None and acc > self.best_acc:
+            self.best_acc, self.best_epoch = acc, epoch + 1
+        self.last = {k: tr[k] for k in ("lr", "train_loss", "train_acc")}
+        self.last.update(te)
+        row = {"epoch": epoch + 1, "step": self.global_step, "lr": tr["lr"],
+               "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
+               "test_loss": te["test_loss"], "test_acc": acc, "epoch_time_s": t_train,
+               "images_per_s": tr["images"] / max(t_train, 1e-9)}
+        if not self.env.main:
+            return
+        self.save(self.payload(epoch + 1), best=self.best_epoch == epoch + 1)
+        self.folder.add_metrics(row)
+        if self.tb is not None:
+            for k in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"):
+                if row[k] is not None:
+                    self.tb.add_scalar(k, row[k], row["epoch"])
+            self.tb.flush()
+        test = (f"test loss {te['test_loss']:.4f} acc {acc:5.2f}% (best {self.best_acc:5.2f}%)"
+                if acc is not None else "no test set")
+        self.log(f"epoch {epoch + 1:3d}/{cfg.epochs} lr {tr['lr']:.2e} train loss "
+                 f"{tr['train_loss']:.4f} acc {tr['train_acc']:5.2f}% | {test} | "
+                 f"{t_train:.1f}s, {row['images_per_s']:,.0f} img/s")
+
+    def _interrupted(self, where: Tuple[int, int], t_start: float,
+                     saved_now: bool) -> TrainingInterrupted:
+        summary = self.summary("interrupted", time.perf_counter() - t_start)
+        ck = self.out / "checkpoint.pt"
+        epoch, step = where
+        at = (f"after epoch {epoch}" if step == 0 else
+              f"in epoch {epoch + 1} after step {step}/{self.steps}")
+        if not saved_now:  # stopped at once: somewhere inside a step
+            at = f"during epoch {self.current_epoch + 1}"
+        if saved_now and self.saved_any:
+            what = f"interrupted {at}; checkpoint {ck} written"
+        elif ck.exists():
+            what = f"interrupted {at}; the last checkpoint {ck} is kept"
+        else:
+            what = f"interrupted {at}; no checkpoint had been written yet"
+        resume = f"revsnn train --resume {self.out}" if ck.exists() else None
+        msg = what + (f". Continue with: {resume}" if resume else "")
+        return TrainingInterrupted(msg, summary, resume)
 
 
 def run_training(
@@ -426,13 +545,54 @@ def run_training(
     """Train (and evaluate every epoch) as configured; returns ``(summary, model)``.
 
     ``model_factory(cfg, data_info) -> nn.Module`` replaces the registry lookup (tests, custom
-    models). Under torchrun the process group is joined here and left at the end.
+    models). Under torchrun the process group is joined here and left at the end. Resuming a
+    run that has done all of ``cfg.epochs`` changes nothing and returns ``(its summary with
+    already_complete=True, None)``.
     """
-    _validate(cfg, model_factory)
+    validate_config(cfg, registry_model=model_factory is None)
+    return _train(cfg, lambda: build_data(cfg),
+                  lambda data: build_model(cfg, data.info, model_factory), log)
+
+
+def already_complete(cfg: TrainConfig, ck: Dict[str, Any], env: DistEnv,
+                     log: Callable[[str], None]) -> Dict[str, Any]:
+    """The summary of a run whose checkpoint has done ``cfg.epochs`` epochs; writes nothing."""
+    folder = RunFolder(Path(cfg.out or Path(ck["path"]).parent))
+    done = int(ck["epoch"])
+    stored = folder.read_summary() or {}
+    acc = stored.get("final_test_acc", (ck.get("last_metrics") or {}).get("test_acc"))
+    acc_s = f"final test accuracy {acc:.2f}%; " if isinstance(acc, (int, float)) else ""
+    if env.main:
+        log(f"run {folder.path} is already complete ({done} of {done} epochs done; {acc_s}"
+            f"nothing was changed). To train longer, resume with a larger --epochs: "
+            f"revsnn train --resume {folder.path} --epochs {2 * done}")
+    return {**stored, "already_complete": True, "run_dir": str(folder.path),
+            "epochs_done": done, "rank": env.rank}
+
+
+def _train(cfg: TrainConfig, make_data: Callable[[], DataBundle],
+           make_model: Callable[[DataBundle], nn.Module],
+           log: Optional[Callable[[str], None]],
+           model: Optional[nn.Module] = None) -> Tuple[Dict[str, Any], Optional[nn.Module]]:
+    """Join the process group, seed, build data and model, train. A resumed run that has done
+    all its epochs returns at once (``model`` -- when given -- gets the checkpoint's weights;
+    otherwise the model returned is None)."""
     log = log or (lambda s: print(s, flush=True))
+    if cfg.resume:
+        ck = load_checkpoint(cfg.resume)
+        if int(ck["epoch"]) >= cfg.epochs:
+            if model is not None:
+                load_model_state(model, ck["model"], ck["path"])
+            return already_complete(cfg, ck, DistEnv(rank=int(os.environ.get("RANK", 0))),
+                                    log), model
     env = init_distributed(cfg.device)
     try:
-        r = _Run(cfg, env, model_factory, log)
+        torch.manual_seed(cfg.seed)
+        if cfg.threads and cfg.threads > 0 and env.device.type == "cpu":
+            torch.set_num_threads(int(cfg.threads))
+        data = make_data()
+        model = make_model(data)
+        r = _Run(cfg, env, data, model, log)
         return r.fit(), r.model
     finally:
         cleanup(env)

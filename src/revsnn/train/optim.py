@@ -4,30 +4,41 @@
   applies to weight tensors only: a parameter with fewer than two dimensions larger than one
   (biases, norm scales, conv gains ``[C, 1, 1, 1]``, T-RevSNN's ``alpha [1, C, 1, 1]``) is not
   decayed, except with SGD, whose published recipe decays everything.
-- :func:`lr_at`: the learning rate of optimiser step ``s`` (per iteration): linear warm-up from
-  ``warmup_lr`` to ``lr`` over ``warmup_epochs``, then cosine to ``min_lr``
-  (``lr_s = min_lr + (lr - min_lr) (1 + cos(pi p)) / 2``, ``p`` the post-warm-up progress), step
-  decay (``lr * gamma^#{milestones <= epoch}``) or constant.
+- :func:`build_scheduler`: torch's ``lr_scheduler``, stepped once per optimiser step: linear
+  warm-up from ``warmup_lr`` to ``lr`` over ``warmup_epochs`` (``LinearLR``), then cosine to
+  ``min_lr`` (``CosineAnnealingLR``: ``lr_s = min_lr + (lr - min_lr) (1 + cos(pi p)) / 2``,
+  ``p`` the post-warm-up progress), step decay (``MultiStepLR``: ``lr * gamma^#{milestones <=
+  epoch}``) or constant (``ConstantLR``), joined by ``SequentialLR``. torch computes these
+  recursively, so they equal the closed forms to float64 rounding (~1e-14 relative), not bit
+  for bit; a warm-up from exactly 0 starts at ``1e-12 * lr`` (``LinearLR`` needs a factor > 0).
+  :func:`scheduler_at` rebuilds the schedule at any step for a resumed run.
 - :class:`Lamb` (You et al. 2019): Adam moments with bias correction, update
   ``u = m_hat / (sqrt(v_hat) + eps) + wd * w``, trust ratio ``r = ||w|| / ||u||`` (1 when either
   norm is 0), ``w <- w - lr * r * u``.
-- :class:`ModelEMA`: ``w_ema <- d * w_ema + (1 - d) * w`` after every step (buffers copied).
+- :func:`build_ema`: torch's ``AveragedModel`` with its EMA function
+  (``get_ema_multi_avg_fn``): ``w_ema <- w_ema + (1 - d) (w - w_ema)`` after every step over
+  parameters and floating-point buffers, starting from the initial weights; integer buffers
+  (BatchNorm's step counter) are copied.
 - :func:`adaptive_clip_grad` (NF-Nets AGC): per output unit ``i`` of each parameter,
   ``g_i <- g_i * min(1, clip * max(||w_i||, eps) / ||g_i||)``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Dict, Iterable, Iterator, List, Tuple
+import warnings
+from typing import Dict, Iterable, List, Tuple
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import TrainConfig
 
-__all__ = ["Lamb", "ModelEMA", "adaptive_clip_grad", "build_optimizer", "lr_at", "set_lr"]
+__all__ = [
+    "Lamb", "adaptive_clip_grad", "build_ema", "build_optimizer", "build_scheduler",
+    "ema_update", "scheduler_at",
+]
 
 
 def _decays(p: torch.Tensor) -> bool:
@@ -62,27 +73,44 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected one of sgd, adamw, lamb")
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimiser step ``step`` (0-based)."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if step < warm:
-        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warm
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                    steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """The per-step schedule of ``cfg`` (see the module docstring); the optimiser's learning
+    rate is the one of step 0 afterwards."""
+    spe = max(1, int(steps_per_epoch))
+    total = max(1, cfg.epochs * spe)
+    warm = int(round(cfg.warmup_epochs * spe))
     sched = cfg.scheduler.lower()
     if sched == "cosine":
-        p = min(1.0, (step - warm) / max(1, total - warm))
-        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * p))
-    if sched == "step":
-        epoch = step // max(1, steps_per_epoch)
-        return cfg.lr * cfg.gamma ** sum(int(epoch >= m) for m in cfg.milestones)
-    if sched == "constant":
-        return cfg.lr
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warm),
+                                              eta_min=cfg.min_lr)
+    elif sched == "step":
+        main = lr_scheduler.MultiStepLR(
+            optimizer, milestones=sorted(max(1, int(m) * spe - warm) for m in cfg.milestones),
+            gamma=cfg.gamma)
+    elif sched == "constant":
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
+    if warm <= 0:
+        return main
+    start = min(1.0, max(cfg.warmup_lr / cfg.lr, 1e-12))
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0,
+                                   total_iters=warm)
+    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warm])
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = lr
+def scheduler_at(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
+                 step: int) -> lr_scheduler.LRScheduler:
+    """:func:`build_scheduler` advanced to optimiser step ``step`` (a resumed run): the
+    recursion is replayed, so the rates equal the uninterrupted run's bit for bit. Call it
+    before loading the optimiser's state."""
+    sched = build_scheduler(optimizer, cfg, steps_per_epoch)
+    with warnings.catch_warnings():  # replaying the schedule without optimiser steps
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(step)):
+            sched.step()
+    return sched
 
 
 class Lamb(torch.optim.Optimizer):
@@ -133,45 +161,22 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-class ModelEMA:
-    """Exponential moving average of a model's floating-point state (params and buffers)."""
+def build_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """``AveragedModel`` of ``model`` with torch's EMA function, holding the initial weights."""
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.update_parameters(model)  # the first update copies: w_ema = w_0
+    return ema
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-        self.decay = float(decay)
-        self.shadow: Dict[str, torch.Tensor] = {
-            k: v.detach().clone() for k, v in model.state_dict().items()
-        }
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
-            if v.is_floating_point():
-                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
-            else:
-                s.copy_(v)
-
-    def state_dict(self) -> Dict[str, torch.Tensor]:
-        return self.shadow
-
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
-        missing = set(self.shadow) ^ set(state)
-        if missing:
-            raise ValueError(f"EMA state keys differ from the model's: {sorted(missing)[:5]}")
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
-
-    @contextlib.contextmanager
-    def applied(self, model: nn.Module) -> Iterator[None]:
-        """Temporarily load the EMA weights into ``model``."""
-        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        try:
-            yield
-        finally:
-            model.load_state_dict(saved)
+@torch.no_grad()
+def ema_update(ema: AveragedModel, model: nn.Module) -> None:
+    """One EMA step after an optimiser step (integer buffers are copied, not averaged)."""
+    ema.update_parameters(model)
+    for b_ema, b in zip(ema.module.buffers(), model.buffers()):
+        if not b.is_floating_point():
+            b_ema.copy_(b)
 
 
 def _unit_norm(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""Training memory per image for the run's own memory mode, and what ``none`` would need.
+
+Measured once before training with :func:`revsnn.bench.memory.measure_training_step` (peak
+live-tensor bytes of one training step -- forward, loss, backward -- as the slope between the
+batch sizes ``memory_batches``, on test images), in the mode the run trains in, then once more
+with the model switched to ``memory_mode="none"`` (plain autograd, the oracle) for the
+comparison on the final line. Parameters, buffers, gradients and the RNG are restored after
+each measurement, so measuring does not change the run. A resumed run reuses the stored figure
+only when mode, batch sizes and device type are the same; otherwise it measures again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .build import DataBundle
+from .config import TrainConfig
+from .loss import model_loss
+
+__all__ = ["measure_run_memory", "memory_matches"]
+
+
+def _one(module: nn.Module, make_batch, cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
+    try:
+        from ..bench.memory import measure_training_step
+    except ImportError as err:  # the bench module is optional at this level
+        return {"mib_per_image": None, "method": f"unavailable ({err})"}
+
+    def loss_fn(out, target):
+        return model_loss(out, target, cfg.label_smoothing)
+
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return measure_training_step(module, make_batch, loss_fn, device,
+                                         [int(b) for b in cfg.memory_batches])
+    except Exception as err:  # noqa: BLE001 - memory is a report, never a reason to stop
+        return {"mib_per_image": None, "method": f"failed ({type(err).__name__}: {err})"}
+
+
+def memory_matches(stored: Optional[Dict[str, Any]], cfg: TrainConfig,
+                   device: torch.device) -> bool:
+    """Whether a stored measurement is of this mode, these batch sizes and this device type."""
+    return bool(stored) and stored.get("mib_per_image") is not None and (
+        stored.get("memory_mode") == str(cfg.memory_mode)
+        and list(stored.get("batches", [])) == [int(b) for b in cfg.memory_batches]
+        and stored.get("device_type") == device.type
+    )
+
+
+def measure_run_memory(module: nn.Module, model: nn.Module, data: DataBundle, cfg: TrainConfig,
+                       device: torch.device, make_inputs) -> Dict[str, Any]:
+    """The measurement dict of ``revsnn.bench.memory`` for ``cfg.memory_mode`` plus
+    ``memory_mode``, ``device_type`` and ``none_mib_per_image`` (None when the model has no
+    ``set_memory_mode``)."""
+    big = max(int(b) for b in cfg.memory_batches)
+    source = data.test if data.test is not None and len(data.test) >= big else data.train
+
+    def make_batch(B: int):
+        from ..data.loaders import Batch
+
+        if hasattr(source, "images"):
+            xb, yb = source.images[:B], source.labels[:B]
+        else:
+            items = [source[i] for i in range(B)]
+            xb = torch.stack([it[0] for it in items])
+            yb = torch.as_tensor([int(it[1]) for it in items])
+        return make_inputs(Batch(xb.to(device), yb.to(device), slice(0, B), B, 0))
+
+    mem = _one(module, make_batch, cfg, device)
+    mem.update(memory_mode=str(cfg.memory_mode), device_type=device.type)
+    none: Optional[float] = None
+    if str(cfg.memory_mode) == "none":
+        none = mem.get("mib_per_image")
+    elif callable(getattr(model, "set_memory_mode", None)) and mem.get("mib_per_image"):
+        model.set_memory_mode("none")
+        try:
+            none = _one(module, make_batch, cfg, device).get("mib_per_image")
+        finally:
+            model.set_memory_mode(cfg.memory_mode)
+    mem["none_mib_per_image"] = none
+    return mem
