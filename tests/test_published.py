@@ -314,6 +314,25 @@ def test_event_tokenizer_pools_before_every_stage():
         revsnn.create_model("revsformer_test", tokenizer="dvs")
 
 
+def test_event_tokenizer_modes_agree_float64():
+    """The event tokenizer's pooled first stages are recomputed outside "none": values,
+    gradients and BN buffers equal the oracle; the plain (non-lean) primitives agree."""
+    from revsnn_model_helpers import assert_modes_agree, max_rel, rel, run_step
+
+    torch.manual_seed(0)
+    kw = dict(tokenizer="events", in_channels=2, memory_mode="none")
+    m = revsnn.create_model("revsformer_test", **kw).double()
+    x = torch.rand(2, 2, 2, 32, 32, dtype=torch.float64) * 4
+    out = assert_modes_agree(m, x, ["checkpoint", "reversible"], tol=1e-10)
+    rev = out["reversible"]["model"]
+    assert [s.recompute_count for s in rev.tokenizer.stages] == [1, 1, 0, 0]
+    plain = revsnn.create_model("revsformer_test", lean=False, **kw).double()
+    plain.load_state_dict(m.state_dict())
+    a, b = out["none"], run_step(plain, "none", x)
+    assert torch.equal(a["y"], b["y"])
+    assert max_rel(a["grads"], b["grads"]) < 1e-10 and rel(a["dx"], b["dx"]) < 1e-10
+
+
 def test_dvs_configs_feed_the_published_frame_size():
     """The published event scripts feed full 128x128 sensor frames."""
     yaml = pytest.importorskip("yaml")

@@ -259,10 +259,6 @@ class LoadPlan:
     sources: Dict[str, List[str]] = field(default_factory=dict)
     alias: Dict[str, str] = field(default_factory=dict)
 
-    def target_of(self) -> Dict[str, str]:
-        """Published name -> our canonical name."""
-        return {p: c for c, names in self.sources.items() for p in names}
-
 
 def plan_published(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> LoadPlan:
     """Match published names (with their shapes) to ``model``'s state dict by the family's
