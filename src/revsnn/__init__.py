@@ -6,11 +6,15 @@ Public API::
     revsnn.list_models("*")
     m = revsnn.create_model("trevsnn_tiny", num_classes=10, T=4, memory_mode="reversible")
     m.set_memory_mode("none")   # "none" | "checkpoint" | "reversible"
+    m = revsnn.load_published("revs_resnet37", "checkpoint.pth")  # the published code's weights
 """
 
+from .models.published import load_published
 from .models.registry import create_model, list_models, register_model
 from .reversible.mode import MemoryMode
 
 __version__ = "0.1.0"
 
-__all__ = ["MemoryMode", "create_model", "list_models", "register_model", "__version__"]
+__all__ = [
+    "MemoryMode", "create_model", "list_models", "load_published", "register_model", "__version__",
+]

@@ -1,4 +1,4 @@
-"""The ``revsnn`` command: ``revsnn train | eval | bench | models``."""
+"""The ``revsnn`` command: ``revsnn train | eval | convert | bench | models``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ commands:
   train    train a model ('revsnn train' alone: the main job, T-RevSNN on the embedded
            8x8 digits, CPU, about 2 minutes)
   eval     evaluate a saved checkpoint: revsnn eval --checkpoint PATH
+  convert  published code's checkpoint -> revsnn checkpoint:
+           revsnn convert --published CKPT --model NAME OUT.pt
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
   models   list registered models (optional shell pattern, e.g. 'trevsnn*')
 
@@ -34,6 +36,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .train.cli import eval_main
 
         return int(eval_main(rest) or 0)
+    if cmd == "convert":
+        from .train.convert import main as convert_main
+
+        return int(convert_main(rest) or 0)
     if cmd == "bench":
         from .bench.cli import main as bench_main
 

@@ -42,6 +42,7 @@ from .common import (
     neuron_factory,
     unfold,
 )
+from .init import transformer_init
 from .registry import register_model
 from .revsformer import SpikingMLP, SpikingSelfAttention, SpikingTokenizer, TokenHead
 
@@ -193,7 +194,7 @@ class Spikingformer(SpikingModel):
             *[SpikingformerBlock(D, num_heads, nf, attn_nf, mlp_ratio, lean) for _ in range(depth)]
         )
         self.head = TokenHead(D, num_classes)
-        init_weights(self)
+        transformer_init(self)  # as RevSFormer (the published code initialises both so)
         self.set_memory_mode(_check_mode(memory_mode, type(self).__name__))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,10 @@
     -> L x RevCoupling(F = SSA, G = MLP) -> mean over tokens -> mean over T -> Linear(2D -> K)
 
 Tokenizer: conv3x3 -> BN (no spike), then 4 x [LIF -> conv3x3 -> BN] with a max-pool 3x3 s2 on
-the spikes before the conv in the last two; channels D/8, D/4, D/2, D, D.
+the spikes before the conv; channels D/8, D/4, D/2, D, D. As in the published code, the static
+tokenizer (``tokenizer="static"``, CIFAR) pools before the last two stages (tokens at 1/4
+resolution), the event tokenizer (``tokenizer="events"``, DVS128 Gesture and CIFAR10-DVS) before
+all four (tokens at 1/16: 8x8 tokens for 128x128 frames).
 
 Spiking self-attention (F) on a half-stream ``[T, B, D, h, w]`` (N = h w tokens, ``heads``
 heads of ``d = D / heads`` channels, 1x1 convolutions over tokens)::
@@ -20,8 +23,9 @@ Spiking MLP (G): ``BN(W_2 LIF(BN(W_1 LIF(x) + b_1)) + b_2)``, hidden 4 D.
 Neurons: LIF tau = 2 (Sigmoid alpha = 4) on static images; tau = 1.5 on event frames.
 
 Memory: lean neurons, spike convolutions saving bool, attention saving bool q/k/v; in
-``"checkpoint"``/``"reversible"`` the stem and the two full-resolution tokenizer stages are
-recomputed in backward, each keeping only its input (spikes as ``bool``).
+``"checkpoint"``/``"reversible"`` the stem and the first two tokenizer stages (the largest:
+full resolution in the static tokenizer, 1/2 and 1/4 in the event one) are recomputed in
+backward, each keeping only its input (spikes as ``bool``).
 """
 
 from __future__ import annotations
@@ -45,10 +49,10 @@ from .common import (
     StaticStem,
     conv_bn,
     fold,
-    init_weights,
     neuron_factory,
     unfold,
 )
+from .init import transformer_init, trunc_normal_linear_
 from .registry import register_model
 
 __all__ = [
@@ -84,30 +88,43 @@ class _TokenizerStage(RecomputedPart):
         return self.run(s)
 
 
+#: stages preceded by a max-pool 3x3 s2, per tokenizer kind
+TOKENIZER_POOLS = {"static": (False, False, True, True), "events": (True, True, True, True)}
+
+
 class SpikingTokenizer(nn.Module):
     """conv3x3 -> BN, then 4 x [LIF -> (max-pool) -> conv3x3 -> BN]: ``[B, C, H, W]`` (repeated
-    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]``.
+    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]`` (``kind="static"``: pools
+    before stages 3 and 4) or ``[T, B, D, ~H/16, ~W/16]`` (``kind="events"``: pools before
+    every stage).
 
-    Outside ``"none"`` the stem and the first ``recompute_stages`` stages (the full-resolution
-    ones by default) keep only their input and recompute in backward. The pooled stages are
+    Outside ``"none"`` the stem and the first ``recompute_stages`` stages (the two largest by
+    default) keep only their input and recompute in backward. The later, smaller stages are
     left as plain graphs: their backward runs, and frees what they saved, before the backward
-    of the full-resolution stages, where the network's memory peaks, so recomputing them would
-    cost time and save no peak memory.
+    of the largest stages, where the network's memory peaks, so recomputing them would cost
+    time and save no peak memory.
     """
 
     def __init__(
         self, in_channels: int, D: int, nf: NeuronFactory, lean: bool = True,
-        recompute_stages: int = 2,
+        recompute_stages: int = 2, kind: str = "static",
     ) -> None:
         super().__init__()
         if D % 8:
             raise ValueError(f"embedding width D must be divisible by 8, got {D}")
+        if kind not in TOKENIZER_POOLS:
+            raise ValueError(
+                f"unknown tokenizer {kind!r}; expected one of {', '.join(TOKENIZER_POOLS)}"
+            )
+        self.kind = kind
+        pools = TOKENIZER_POOLS[kind]
         chans = [D // 8, D // 4, D // 2, D, D]
         self.stem = StaticStem(in_channels, chans[0])
         self.sn0 = nf()
         self.stages = nn.ModuleList(
-            _TokenizerStage(chans[i], chans[i + 1], pool=i >= 2, neuron=nf() if i < 3 else None,
-                            lean=lean, recompute=i < recompute_stages)
+            _TokenizerStage(chans[i], chans[i + 1], pool=pools[i],
+                            neuron=nf() if i < 3 else None, lean=lean,
+                            recompute=i < recompute_stages)
             for i in range(4)
         )
 
@@ -115,7 +132,7 @@ class SpikingTokenizer(nn.Module):
         s = self.sn0(self.stem(x, T))  # [T, B, D/8, H, W] spikes
         for stage in self.stages:
             s = stage(s)
-        return s.to(self.stem.conv.weight.dtype)  # [T, B, D, H/4, W/4], float32 under autocast
+        return s.to(self.stem.conv.weight.dtype)  # [T, B, D, h, w], float32 under autocast
 
 
 class SpikingSelfAttention(nn.Module):
@@ -189,8 +206,11 @@ class TokenHead(nn.Module):
         return self.fc(x.mean(dim=(3, 4)).mean(0))  # [T, B, c] -> [B, c] -> [B, K]
 
     def replace_fc(self, num_classes: int) -> None:
+        """A fresh classifier, initialised as the model's: ``N(0, 0.02^2)`` truncated, bias 0."""
         p = self.fc.weight
-        self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
+        fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
+        trunc_normal_linear_(fc)
+        self.fc = fc
 
 
 class RevSFormer(SpikingModel):
@@ -202,7 +222,13 @@ class RevSFormer(SpikingModel):
         num_heads: attention heads; mlp_ratio: MLP hidden ratio.
         num_classes, T, in_channels, memory_mode: as for every model.
         tau: LIF time constant; attn_v_threshold: threshold of the attention-output LIF.
+        tokenizer: "static" (max-pool before the last two tokenizer stages, CIFAR) or "events"
+            (before all four, DVS128 Gesture / CIFAR10-DVS), as in the published code.
         lean: memory-lean primitives (same values and gradients).
+
+    Initialisation (published): PyTorch's default for convs (biases included), BN 1 / 0, the
+    classifier ``N(0, 0.02^2)`` truncated with zero bias (:func:`~revsnn.models.init.
+    transformer_init`).
         inplace_inverse: rebuild the blocks' input inside the saved output's storage in
             backward (see :class:`~revsnn.reversible.ReversibleSequence`).
     """
@@ -219,6 +245,7 @@ class RevSFormer(SpikingModel):
         memory_mode: Union[str, MemoryMode] = "reversible",
         tau: float = 2.0,
         attn_v_threshold: float = 0.5,
+        tokenizer: str = "static",
         lean: bool = True,
         inplace_inverse: bool = True,
     ) -> None:
@@ -232,7 +259,7 @@ class RevSFormer(SpikingModel):
         D = self.embed_dim
         nf = neuron_factory("lif", tau=tau, lean=lean)
         attn_nf = neuron_factory("lif", tau=tau, v_threshold=attn_v_threshold, lean=lean)
-        self.tokenizer = SpikingTokenizer(in_channels, D, nf, lean)
+        self.tokenizer = SpikingTokenizer(in_channels, D, nf, lean, kind=tokenizer)
         self.blocks = ReversibleSequence(
             [
                 RevCoupling(
@@ -244,7 +271,7 @@ class RevSFormer(SpikingModel):
             inplace_inverse=inplace_inverse,
         )
         self.head = TokenHead(2 * D, num_classes)
-        init_weights(self)
+        transformer_init(self)
         self.set_memory_mode(memory_mode)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,7 +290,7 @@ class RevSFormer(SpikingModel):
         self.head.replace_fc(num_classes)
 
     def extra_repr(self) -> str:
-        return f"L={self.depth}, D={self.embed_dim}, T={self.T}"
+        return f"L={self.depth}, D={self.embed_dim}, T={self.T}, tokenizer={self.tokenizer.kind}"
 
 
 @register_model
@@ -280,9 +307,11 @@ def revsformer_4_384(**kwargs) -> RevSFormer:
 
 @register_model
 def revsformer_2_256(**kwargs) -> RevSFormer:
-    """RevSFormer-2-256 for event frames ``[T, B, 2, H, W]``: 16 heads, 11 classes, T = 10,
-    LIF tau = 1.5; 2,569,739 parameters."""
-    kw = dict(in_channels=2, T=10, num_classes=11, tau=1.5)
+    """RevSFormer-2-256 for event frames ``[T, B, 2, H, W]`` (128x128 in the published
+    recipes): 16 heads, 11 classes (DVS128 Gesture; ``num_classes=10`` for CIFAR10-DVS, the
+    same network), T = 10, LIF tau = 1.5, the event tokenizer (max-pool before every stage,
+    8x8 tokens for 128x128 frames); 2,569,739 parameters."""
+    kw = dict(in_channels=2, T=10, num_classes=11, tau=1.5, tokenizer="events")
     kw.update(kwargs)
     return RevSFormer(depth=2, embed_dim=256, num_heads=16, **kw)
 

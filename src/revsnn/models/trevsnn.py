@@ -39,6 +39,7 @@ from ..reversible.mode import MemoryMode
 from ..reversible.recompute import Part, checkpoint, guard
 from ..spiking import repeat_time
 from .base import SpikingModel, check_input
+from .init import trunc_normal_convs
 from .registry import register_model
 from .trevsnn_blocks import (
     Classifier,
@@ -138,14 +139,17 @@ class TRevSNN(SpikingModel):
             state_dtype=torch.float64,
         )
         self.heads = self._make_heads(self.num_classes)
+        trunc_normal_convs(self)  # published: every conv N(0, 0.02^2) truncated, bias 0
         self.set_memory_mode(memory_mode)
 
     def _make_heads(self, num_classes: int) -> nn.ModuleList:
         C3 = self.channels[3]
-        return nn.ModuleList(
+        heads = nn.ModuleList(
             [Classifier(C3, num_classes) for _ in range(self.T - 1)]
             + [FinalHead(C3, num_classes, spike=stateless())]
         )
+        trunc_normal_convs(heads)
+        return heads
 
     # ----------------------------------------------------------------------------- forward
     def _encode(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -229,6 +233,7 @@ class TRevSNNBPTT(SpikingModel):
         )
         self.head_spike = lif()
         self.head = FinalHead(C[3], self.num_classes)
+        trunc_normal_convs(self)  # as TRevSNN
         self.set_memory_mode(memory_mode)
 
     def set_memory_mode(self, mode: Union[str, MemoryMode]) -> TRevSNNBPTT:
@@ -264,6 +269,7 @@ class TRevSNNBPTT(SpikingModel):
         ref = self.head.conv1.weight
         self.num_classes = int(num_classes)
         head = FinalHead(self.channels[3], self.num_classes)
+        trunc_normal_convs(head)
         self.head = head.to(device=ref.device, dtype=ref.dtype)
 
 
