@@ -10,32 +10,20 @@ import torch
 from torch import nn
 
 import revsnn
-from revsnn import MemoryMode
 
-# Families without a ``*_test`` variant, at a tiny size (name -> (registered builder, kwargs)).
-EXTRA = {"trevsnn_cifar_bptt@tiny": ("trevsnn_cifar_bptt", dict(channels=(4, 8, 8, 8)))}
-
-MODELS: List[str] = revsnn.list_models("*_test") + sorted(EXTRA)
+#: the tiny variant of every registered family
+MODELS: List[str] = revsnn.list_models("*_test")
 
 
 def build(name: str, dtype=torch.float64, **kw) -> nn.Module:
     """The model ``name`` in ``none`` mode, seeded, in ``dtype`` and training mode."""
-    builder, base = EXTRA.get(name, (name, {}))
     torch.manual_seed(0)
-    m = revsnn.create_model(builder, memory_mode="none", **{**base, **kw}).to(dtype)
-    return m.train()
+    return revsnn.create_model(name, memory_mode="none", **kw).to(dtype).train()
 
 
 def modes(model: nn.Module) -> List[str]:
-    """The memory modes the model accepts."""
-    out = []
-    for mode in MemoryMode:
-        try:
-            copy.deepcopy(model).set_memory_mode(mode)
-        except ValueError:
-            continue
-        out.append(mode.value)
-    return out
+    """The memory modes the model declares."""
+    return [m.value for m in model.supported_modes]
 
 
 def example(model: nn.Module, batch: int = 2, size: int = 8, dtype=torch.float64) -> torch.Tensor:

@@ -14,6 +14,7 @@ import revsnn
 from revsnn.bench import report
 from revsnn.bench.cli import main
 from revsnn.models.base import SpikingModel
+from revsnn.models.registry import Family
 from revsnn.reversible import RevCoupling, ReversibleSequence
 from revsnn.spiking import IF
 
@@ -44,17 +45,16 @@ class _Branch(nn.Module):
 class _TinyRev(SpikingModel):
     """stem conv -> IF -> `depth` reversible couplings -> mean -> linear."""
 
-    def __init__(self, depth: int, num_classes: int = 10, T: int = 2,
+    def __init__(self, depth: int, num_classes: int = 10, T: int = 2, in_channels: int = 3,
                  memory_mode: str = "none", c: int = 4) -> None:
-        super().__init__()
-        self.num_classes, self.T, self.depth, self.in_channels = num_classes, T, depth, 3
+        super().__init__(num_classes, T, in_channels, memory_mode)
+        self.depth = depth
         self.stem = nn.Conv2d(3, 2 * c, 3, padding=1, bias=False)
         self.neuron = IF()
         self.body = ReversibleSequence(
             [RevCoupling(_Branch(c), _Branch(c)) for _ in range(depth)], memory_mode=memory_mode
         )
         self.head = nn.Linear(2 * c, num_classes)
-        self.set_memory_mode(memory_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -64,14 +64,9 @@ class _TinyRev(SpikingModel):
         return self.head(y.mean(dim=(0, 3, 4)).view(B, -1))
 
 
-@revsnn.register_model
-def bench_test_rev1(**kwargs) -> _TinyRev:
-    return _TinyRev(depth=1, **kwargs)
-
-
-@revsnn.register_model
-def bench_test_rev4(**kwargs) -> _TinyRev:
-    return _TinyRev(depth=4, **kwargs)
+_TEST = Family("bench_test", "none", "tiny reversible nets for the bench tests")
+revsnn.register_model("bench_test_rev1", _TinyRev, _TEST, "1 coupling", image_size=5, depth=1)
+revsnn.register_model("bench_test_rev4", _TinyRev, _TEST, "4 couplings", image_size=5, depth=4)
 
 
 COMMON = ["--batch", "2", "--image-size", "5", "--num-classes", "3"]

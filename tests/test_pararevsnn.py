@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import revsnn
-from revsnn.models.common import ConvBranch, neuron_factory
+from revsnn.models.blocks import ConvBranch, neuron_factory
 from revsnn.models.pararev_blocks import BranchPair, MergedBlock
 from revsnn.models.pararevsnn import BLOCKS, ParaRevSNN
 from revsnn.models.revsresnet import RevSResNet

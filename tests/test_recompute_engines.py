@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from reversible_helpers import branch, make_sequence, rel_err, run_mode
-from revsnn.models.common import RecomputedPart
+from revsnn.models.blocks import RecomputedPart
 from revsnn.reversible import (
     ParaRevCoupling,
     RecomputeError,

@@ -100,7 +100,6 @@ def test_reversible_saves_little_and_flat_in_depth():
     m = RevSFormer(depth=4, embed_dim=16, num_heads=2, T=2, memory_mode="none")
     assert saved(m) > 5 * s4
     # Recomputing every tokenizer stage saves less still (the pooled ones are kept by default).
-    m = RevSFormer(depth=4, embed_dim=16, num_heads=2, T=2)
-    for stage in m.tokenizer.stages:
-        stage.recompute = True
+    m = RevSFormer(depth=4, embed_dim=16, num_heads=2, T=2, memory_mode={"*": "reversible"})
+    assert set(m.memory_plan().values()) == {"reversible"}
     assert saved(m) < s4

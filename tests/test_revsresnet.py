@@ -7,8 +7,8 @@ import torch
 
 import revsnn
 from revsnn.bench.memory import saved_tensor_bytes
-from revsnn.models.common import Downsample, StaticStem
-from revsnn.models.revsresnet import RevSResNet, revs_resnet
+from revsnn.models.blocks import Downsample, StaticStem
+from revsnn.models.revsresnet import RevSResNet
 from revsnn_model_helpers import assert_modes_agree, global_rel, max_rel, rel, run_step
 
 
@@ -33,7 +33,7 @@ def test_parameter_counts(name, classes, count, depth):
 
 
 def test_any_block_counts_and_event_variant():
-    m = revs_resnet((2, 1, 1, 3), num_classes=10)
+    m = RevSResNet((2, 1, 1, 3), num_classes=10)
     assert m.depth == 5 + 4 * 7
     assert [len(s.blocks) for s in m.stages] == [2, 1, 1, 3]
     e = revsnn.create_model("revs_resnet24")
@@ -142,8 +142,8 @@ def _saved(m, x):
 def test_reversible_saves_only_stage_outputs_flat_in_depth():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8, 8)
-    shallow = revs_resnet((1, 1), widths=(4, 8), T=2)
-    deep = revs_resnet((3, 4), widths=(4, 8), T=2)
+    shallow = RevSResNet((1, 1), widths=(4, 8), T=2)
+    deep = RevSResNet((3, 4), widths=(4, 8), T=2)
     s_shallow, s_deep = _saved(shallow, x), _saved(deep, x)
     assert s_shallow == s_deep  # flat in depth
     # Stage outputs [T, B, 8, 8, 8] and [T, B, 16, 4, 4] in float32, plus the image and the
@@ -154,23 +154,23 @@ def test_reversible_saves_only_stage_outputs_flat_in_depth():
     # A DS layer that does not recompute keeps its graph: the conv's pooled input
     # [T*B, 8, 4, 4], BN's input [T*B, 16, 4, 4], BN's mean and invstd.
     ds = 4 * 2 * 2 * (8 * 4 * 4 + 16 * 4 * 4) + 4 * 2 * 16
-    for m in (shallow, deep):
-        m.downsamples[0].recompute = False
+    for m in (shallow, deep):  # a per-part plan: every DS layer as a plain graph
+        m.set_memory_mode({"downsamples.*": "none", "*": "reversible"})
+        assert m.memory_plan()["downsamples.0"] == "none" and m.memory_mode is None
     assert _saved(shallow, x) == _saved(deep, x) == s_deep + ds
-    deep.downsamples[0].recompute = True
     deep.set_memory_mode("none")
     assert _saved(deep, x) > 5 * s_deep
 
 
 def test_non_reversible_parts_recompute_only_outside_none():
-    nf = revsnn.models.common.neuron_factory("if")
-    ds = Downsample(4, 8, nf, recompute=True)
+    nf = revsnn.models.blocks.neuron_factory("if")
+    ds = Downsample(4, 8, nf)
     x = torch.randn(2, 2, 4, 8, 8, requires_grad=True)
     plain = saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x])
     ds.memory_mode = "reversible"
     lean = saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x])
     assert plain > 0 and lean == 0  # only x, which the reversible sequence keeps anyway
-    ds.recompute = False  # the default: a plain graph in every mode
+    ds.memory_mode = "none"
     assert saved_tensor_bytes(lambda: ds(x).sum(), exclude=list(ds.parameters()) + [x]) == plain
     stem = StaticStem(3, 4, memory_mode="checkpoint")
     img = torch.randn(2, 3, 8, 8)

@@ -37,11 +37,11 @@ def test_exponent_floats_survive_yaml(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_is_valid(path):
     from revsnn.data import check_dataset_name
-    from revsnn.models.registry import model_entrypoint
+    from revsnn.models.registry import model_info
 
     cfg = apply_overrides(TrainConfig(), load_config_file(path))
     assert cfg.epochs >= 1 and cfg.optimizer in ("sgd", "adamw", "lamb")
-    model_entrypoint(cfg.model)  # a registered model
+    model_info(cfg.model)  # a registered model
     check_dataset_name(cfg.data)
 
 

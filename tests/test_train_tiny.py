@@ -29,8 +29,7 @@ class Tiny(SpikingModel):
 
     def __init__(self, num_classes=10, T=2, in_channels=1, memory_mode="reversible", width=4,
                  norm="gn", dropout=0.0, nan_after=None):
-        super().__init__()
-        self.T, self.num_classes = T, num_classes
+        super().__init__(num_classes, T, in_channels, memory_mode)
         self.stem = nn.Conv2d(in_channels, 2 * width, 3, padding=1)
         shared = nn.Conv2d(width, width, 3, padding=1)
         self.seq = ReversibleSequence(
@@ -43,7 +42,6 @@ class Tiny(SpikingModel):
         self.head = nn.Linear(2 * width, num_classes)
         self.nan_after = nan_after  # return NaN logits from this training call on (tests)
         self.train_calls = 0
-        self.set_memory_mode(memory_mode)
 
     def forward_heads(self, x):
         if x.dim() == 4:

@@ -1,6 +1,14 @@
-"""Model families; importing this package registers every model."""
+"""Model families; importing this package registers every model (one line per family)."""
 
-from . import baselines, pararevsnn, revsformer, revsresnet, trevsnn  # noqa: F401
-from .registry import create_model, list_models, register_model
+from . import (  # noqa: F401
+    msresnet,
+    pararevsnn,
+    revsformer,
+    revsresnet,
+    spikingformer,
+    trevsnn,
+    trevsnn_bptt,
+)
+from .registry import create_model, families, list_models, model_info, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "families", "list_models", "model_info", "register_model"]

@@ -3,7 +3,7 @@
 =====================  =========================================================================
 family                 initialisation
 =====================  =========================================================================
-RevSResNet, MS-ResNet  :func:`kaiming_fan_out` (``common.init_weights``): conv
+RevSResNet, MS-ResNet  :func:`kaiming_fan_out`: conv
 ParaRevSNN-ResNet      ``W ~ N(0, 2 / fan_out)``, conv bias 0; BN ``gamma = 1, beta = 0``;
                        ``nn.Linear`` keeps PyTorch's default.
 RevSFormer,            :func:`transformer_init`: convs keep PyTorch's default
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import init_weights as kaiming_fan_out
-
 __all__ = [
     "TRUNC_STD", "kaiming_fan_out", "transformer_init", "trunc_normal_convs",
     "trunc_normal_linear_",
@@ -43,6 +41,18 @@ def _norm_init(m: nn.Module) -> None:
     if m.weight is not None:
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+def kaiming_fan_out(module: nn.Module) -> None:
+    """RevSResNet / ParaRevSNN / MS-ResNet: Kaiming normal (fan_out) for convolutions, conv
+    bias 0; BN ``gamma = 1, beta = 0``; ``nn.Linear`` keeps PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _NORMS):
+            _norm_init(m)
 
 
 def trunc_normal_linear_(m: nn.Linear) -> None:

@@ -52,7 +52,7 @@ from torch import nn
 
 from ..spiking.binary import SpikeConv2d
 from ..spiking.norm import norm_split
-from .common import NeuronFactory, conv_bn, fold, unfold
+from .blocks import NeuronFactory, conv_bn, fold, unfold
 
 __all__ = ["MergedBlock", "BranchPair"]
 

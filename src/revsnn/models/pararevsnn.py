@@ -49,16 +49,13 @@ from torch import nn
 
 from ..reversible import MemoryMode, ParaRevCoupling, ReversibleSequence
 from ..spiking import PLIF, Sigmoid
-from .common import (
-    ConvBranch,
-    NeuronFactory,
-    StagedResNet,
-    neuron_factory,
-)
+from .blocks import ConvBranch, NeuronFactory, neuron_factory
+from .families import PARAREVSNN
 from .pararev_blocks import BranchPair, MergedBlock
 from .registry import register_model
+from .staged import StagedResNet
 
-__all__ = ["ParaRevSNN", "pararevsnn_resnet", "MERGE_KINDS", "BLOCKS"]
+__all__ = ["ParaRevSNN", "MERGE_KINDS", "BLOCKS"]
 
 MERGE_KINDS = ("fused", "pair")
 
@@ -84,7 +81,7 @@ class ParaRevSNN(StagedResNet):
         blocks: blocks per stage (n_1, ..., n_K), each >= 1.
         widths: half-stream width per stage (w_1, ..., w_K); the stem outputs 2 w_1 channels.
         num_classes, T, in_channels: classes, time steps, input channels.
-        memory_mode: "none" | "checkpoint" | "reversible".
+        memory_mode: "none" | "checkpoint" | "reversible", or a per-part mapping.
         neuron: "if" (ATan alpha=2), "plif" (learnable tau init ``tau``, Sigmoid alpha=4) or
             "lif" (fixed ``tau``, Sigmoid alpha=4).
         tau: LIF time constant / PLIF initial time constant (ignored for IF).
@@ -99,9 +96,8 @@ class ParaRevSNN(StagedResNet):
             module docstring.
         lean: memory-lean IF/LIF neurons and spike convolutions (same values and gradients;
             PLIF is always the plain neuron).
-        inplace_inverse: the reversible backward rebuilds each stage's input inside the storage
-            of its saved output (one stream less in backward; a second backward through the
-            same graph raises instead of running).
+        inplace_inverse: the reversible backward may rebuild each stage's input inside the
+            storage of its saved output when nothing else can observe it.
     """
 
     def __init__(
@@ -122,8 +118,8 @@ class ParaRevSNN(StagedResNet):
         lean: bool = True,
         inplace_inverse: bool = True,
     ) -> None:
-        super().__init__()
-        chans = self._build_stem(blocks, widths, num_classes, T, in_channels, stem)
+        super().__init__(num_classes, T, in_channels, memory_mode)
+        chans = self._build_stem(blocks, widths, stem)
         if merge not in MERGE_KINDS:
             raise ValueError(f"unknown merge {merge!r}; expected one of {MERGE_KINDS}")
         self.merge, self.streams = merge, bool(streams)
@@ -143,7 +139,7 @@ class ParaRevSNN(StagedResNet):
             )
             for k, (n, w) in enumerate(zip(self.blocks, self.widths))
         )
-        self._build_tail(chans, nf, lean, memory_mode)
+        self._build_tail(chans, nf, lean)
 
     def _sequence(
         self, n: int, w: int, nf: NeuronFactory, gn_groups: int, lean: bool, fused: bool
@@ -184,54 +180,18 @@ class ParaRevSNN(StagedResNet):
         )
 
 
-def pararevsnn_resnet(blocks: Sequence[int], **kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet with any per-stage block counts (static widths 64/128/256/448)."""
-    return ParaRevSNN(blocks=blocks, **kwargs)
-
-
-@register_model
-def pararevsnn_resnet21(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet21: n = (1, 1, 1, 1) (no merged pair); 11,048,420 parameters with
-    100 classes, the same network size as RevSResNet21."""
-    return ParaRevSNN(blocks=BLOCKS[21], **{"fuse_from": 1, **kwargs})
-
-
-@register_model
-def pararevsnn_resnet37(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet37: n = (1, 2, 3, 2), 4 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[37], **{"fuse_from": 1, **kwargs})
-
-
-@register_model
-def pararevsnn_resnet69(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet69: n = (2, 4, 8, 2), 12 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[69], **{"fuse_from": 1, **kwargs})
-
-
-@register_model
-def pararevsnn_resnet117(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet117: n = (2, 6, 18, 2), 24 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[117], **{"fuse_from": 1, **kwargs})
-
-
-@register_model
-def pararevsnn_resnet165(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet165: n = (3, 8, 26, 3), 36 merged blocks."""
-    return ParaRevSNN(blocks=BLOCKS[165], **{"fuse_from": 1, **kwargs})
-
-
-@register_model
-def pararevsnn_resnet24(**kwargs) -> ParaRevSNN:
-    """ParaRevSNN-ResNet24 for event frames ``[T, B, 2, H, W]``: conv3x3 s2 + BN + AvgPool stem,
-    halves 16/32/48, n = (1, 2, 2), PLIF (tau init 2, Sigmoid alpha = 4); T = 10 by default."""
-    kw = dict(in_channels=2, T=10, neuron="plif", tau=2.0, stem="event")
-    kw.update(kwargs)
-    return ParaRevSNN(blocks=(1, 2, 2), widths=(16, 32, 48), **kw)
-
-
-@register_model
-def pararevsnn_test(**kwargs) -> ParaRevSNN:
-    """Tiny ParaRevSNN for tests: halves 4/8, n = (2, 3) (even and odd), T = 2."""
-    kw = dict(T=2)
-    kw.update(kwargs)
-    return ParaRevSNN(blocks=(2, 3), widths=(4, 8), **kw)
+register_model("pararevsnn_resnet21", ParaRevSNN, PARAREVSNN,
+               "ParaRevSNN-ResNet21, n = (1, 1, 1, 1): no merged pair, RevSResNet21's size "
+               "(11,048,420 parameters with 100 classes)", blocks=BLOCKS[21], fuse_from=1)
+for _depth in (37, 69, 117, 165):
+    _pairs = sum(n - 1 for n in BLOCKS[_depth])
+    register_model(f"pararevsnn_resnet{_depth}", ParaRevSNN, PARAREVSNN,
+                   f"ParaRevSNN-ResNet{_depth}, n = {BLOCKS[_depth]}, {_pairs} merged blocks "
+                   "(fused from the second stage on)", blocks=BLOCKS[_depth], fuse_from=1)
+register_model("pararevsnn_resnet24", ParaRevSNN, PARAREVSNN,
+               "ParaRevSNN-ResNet24 for event frames: event stem, halves 16/32/48, "
+               "n = (1, 2, 2), PLIF", image_size=128, input="frames", blocks=(1, 2, 2),
+               widths=(16, 32, 48), in_channels=2, T=10, neuron="plif", tau=2.0, stem="event")
+register_model("pararevsnn_test", ParaRevSNN, PARAREVSNN,
+               "tiny ParaRevSNN for tests: halves 4/8, n = (2, 3) (even and odd)", image_size=8,
+               blocks=(2, 3), widths=(4, 8), T=2)

@@ -45,8 +45,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .baselines import MSResNet
-from .common import EventStem
+from .blocks import EventStem
+from .msresnet import MSResNet
 from .registry import create_model
 from .revsformer import RevSFormer
 from .revsresnet import RevSResNet

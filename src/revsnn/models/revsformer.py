@@ -30,187 +30,25 @@ backward, each keeping only its input (spikes as ``bool``).
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Dict, Union
 
 import torch
-from torch import nn
 
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
-from ..spiking.binary import (
-    SpikeMaxPool2d,
-    plain_spike_attention,
-    spike_attention,
-)
-from ..spiking.norm import norm_spike
-from .base import SpikingModel, check_input
-from .common import (
-    NeuronFactory,
-    RecomputedPart,
-    StaticStem,
-    conv_bn,
-    fold,
-    neuron_factory,
-    unfold,
-)
-from .init import transformer_init, trunc_normal_linear_
+from .base import SpikingModel
+from .blocks import neuron_factory
+from .families import REVSNN
+from .init import transformer_init
 from .registry import register_model
+from .transformer import (
+    SpikingMLP,
+    SpikingSelfAttention,
+    SpikingTokenizer,
+    TokenHead,
+    tokenizer_plan,
+)
 
-__all__ = [
-    "RevSFormer", "SpikingTokenizer", "SpikingSelfAttention", "SpikingMLP", "TokenHead",
-]
-
-
-class _TokenizerStage(RecomputedPart):
-    """[max-pool] -> conv3x3 -> BN [-> LIF] on spikes ``[T, B, c_in, H, W]``; its input is
-    binary, so outside ``"none"`` it is kept as bool and the stage is recomputed."""
-
-    binary_input = True
-
-    def __init__(
-        self, c_in: int, c_out: int, pool: bool, neuron: Optional[nn.Module], lean: bool,
-        recompute: bool = True,
-    ) -> None:
-        super().__init__()
-        self.recompute = bool(recompute)
-        self.pool = (SpikeMaxPool2d(3, 2, 1) if lean else nn.MaxPool2d(3, 2, 1)) if pool else None
-        self.conv = conv_bn(c_in, c_out, 3, lean=lean)
-        self.sn = neuron
-
-    def body(self, s: torch.Tensor) -> torch.Tensor:
-        y = fold(s)  # [T*B, c_in, H, W]
-        if self.pool is not None:
-            y = self.pool(y)
-        if self.sn is None:
-            return unfold(self.conv(y), s.shape[0])  # [T, B, c_out, H', W']
-        return norm_spike(self.conv[0](y), self.conv[1], self.sn, s.shape[0])  # LIF(BN(conv))
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.run(s)
-
-
-#: stages preceded by a max-pool 3x3 s2, per tokenizer kind
-TOKENIZER_POOLS = {"static": (False, False, True, True), "events": (True, True, True, True)}
-
-
-class SpikingTokenizer(nn.Module):
-    """conv3x3 -> BN, then 4 x [LIF -> (max-pool) -> conv3x3 -> BN]: ``[B, C, H, W]`` (repeated
-    over T) or ``[T, B, C, H, W]`` -> ``[T, B, D, ~H/4, ~W/4]`` (``kind="static"``: pools
-    before stages 3 and 4) or ``[T, B, D, ~H/16, ~W/16]`` (``kind="events"``: pools before
-    every stage).
-
-    Outside ``"none"`` the stem and the first ``recompute_stages`` stages (the two largest by
-    default) keep only their input and recompute in backward. The later, smaller stages are
-    left as plain graphs: their backward runs, and frees what they saved, before the backward
-    of the largest stages, where the network's memory peaks, so recomputing them would cost
-    time and save no peak memory.
-    """
-
-    def __init__(
-        self, in_channels: int, D: int, nf: NeuronFactory, lean: bool = True,
-        recompute_stages: int = 2, kind: str = "static",
-    ) -> None:
-        super().__init__()
-        if D % 8:
-            raise ValueError(f"embedding width D must be divisible by 8, got {D}")
-        if kind not in TOKENIZER_POOLS:
-            raise ValueError(
-                f"unknown tokenizer {kind!r}; expected one of {', '.join(TOKENIZER_POOLS)}"
-            )
-        self.kind = kind
-        pools = TOKENIZER_POOLS[kind]
-        chans = [D // 8, D // 4, D // 2, D, D]
-        self.stem = StaticStem(in_channels, chans[0])
-        self.sn0 = nf()
-        self.stages = nn.ModuleList(
-            _TokenizerStage(chans[i], chans[i + 1], pool=pools[i],
-                            neuron=nf() if i < 3 else None, lean=lean,
-                            recompute=i < recompute_stages)
-            for i in range(4)
-        )
-
-    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
-        s = self.sn0(self.stem(x, T))  # [T, B, D/8, H, W] spikes
-        for stage in self.stages:
-            s = stage(s)
-        return s.to(self.stem.conv.weight.dtype)  # [T, B, D, h, w], float32 under autocast
-
-
-class SpikingSelfAttention(nn.Module):
-    """Spiking self-attention F on ``[T, B, D, h, w]`` (see the module docstring)."""
-
-    def __init__(
-        self, D: int, heads: int, nf: NeuronFactory, attn_nf: NeuronFactory, lean: bool = True,
-        scale: float = 0.125,
-    ) -> None:
-        super().__init__()
-        if D % heads:
-            raise ValueError(f"D = {D} is not divisible by heads = {heads}")
-        self.D, self.heads, self.scale, self.lean = D, heads, float(scale), lean
-        self.sn = nf()
-        self.q = conv_bn(D, D, 1, lean=lean)
-        self.k = conv_bn(D, D, 1, lean=lean)
-        self.v = conv_bn(D, D, 1, lean=lean)
-        self.q_sn, self.k_sn, self.v_sn = nf(), nf(), nf()
-        self.attn_sn = attn_nf()
-        self.proj = conv_bn(D, D, 1, spike_input=True, bias=True, lean=lean)
-
-    def _heads(self, z: torch.Tensor) -> torch.Tensor:
-        T, B, D, h, w = z.shape
-        # [T, B, D, h, w] -> [T, B, heads, d, N] -> [T, B, heads, N, d]
-        return z.reshape(T, B, self.heads, D // self.heads, h * w).transpose(-2, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        s = fold(self.sn(x))  # [T*B, D, h, w]
-        q = self._heads(norm_spike(self.q[0](s), self.q[1], self.q_sn, T))  # LIF(BN(W_q s))
-        k = self._heads(norm_spike(self.k[0](s), self.k[1], self.k_sn, T))
-        v = self._heads(norm_spike(self.v[0](s), self.v[1], self.v_sn, T))
-        del s  # (float copies are dropped as soon as they are consumed; see SpikingMLP)
-        attend = spike_attention if self.lean else plain_spike_attention
-        a = attend(q, k, v, self.scale)  # [T, B, heads, N, d]
-        del q, k, v
-        a = self.attn_sn(a.transpose(-2, -1).reshape(x.shape))  # [T, B, D, h, w] spikes
-        c = self.proj[0](fold(a))
-        del a
-        return unfold(self.proj[1](c), T)
-
-
-class SpikingMLP(nn.Module):
-    """Spiking MLP G: LIF -> conv1x1 (D -> hD) -> BN -> LIF -> conv1x1 (hD -> D) -> BN."""
-
-    def __init__(self, D: int, nf: NeuronFactory, ratio: int = 4, lean: bool = True) -> None:
-        super().__init__()
-        hidden = int(D * ratio)
-        self.sn1 = nf()
-        self.fc1 = conv_bn(D, hidden, 1, bias=True, lean=lean)
-        self.sn2 = nf()
-        self.fc2 = conv_bn(hidden, D, 1, bias=True, lean=lean)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[0]
-        h = fold(norm_spike(self.fc1[0](fold(self.sn1(x))), self.fc1[1], self.sn2, T))
-        c = self.fc2[0](h)  # [T*B, D, h, w]
-        del h  # the conv keeps the hidden spikes as bool; drop the float copy before BN
-        return unfold(self.fc2[1](c), T)  # [T, B, D, h, w]
-
-
-class TokenHead(nn.Module):
-    """Mean over tokens -> mean over T -> Linear: ``[T, B, c, h, w] -> [B, classes]``."""
-
-    def __init__(self, c: int, num_classes: int) -> None:
-        super().__init__()
-        self.c = int(c)
-        self.fc = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean(dim=(3, 4)).mean(0))  # [T, B, c] -> [B, c] -> [B, K]
-
-    def replace_fc(self, num_classes: int) -> None:
-        """A fresh classifier, initialised as the model's: ``N(0, 0.02^2)`` truncated, bias 0."""
-        p = self.fc.weight
-        fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
-        trunc_normal_linear_(fc)
-        self.fc = fc
+__all__ = ["RevSFormer"]
 
 
 class RevSFormer(SpikingModel):
@@ -249,12 +87,9 @@ class RevSFormer(SpikingModel):
         lean: bool = True,
         inplace_inverse: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, T, in_channels, memory_mode)
         if int(depth) < 1:
             raise ValueError(f"depth (number of blocks) must be >= 1, got {depth}")
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
         self.depth, self.embed_dim = int(depth), int(embed_dim)
         D = self.embed_dim
         nf = neuron_factory("lif", tau=tau, lean=lean)
@@ -272,53 +107,32 @@ class RevSFormer(SpikingModel):
         )
         self.head = TokenHead(2 * D, num_classes)
         transformer_init(self)
-        self.set_memory_mode(memory_mode)
+
+    def default_plan(self, mode: MemoryMode) -> Dict[str, MemoryMode]:
+        return {"*": mode, **tokenizer_plan("tokenizer", mode)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
+        x, _ = self.check_input(x)
         e = self.tokenizer(x, self.T)  # [T, B, D, h, w]
         return self.blocks(torch.cat([e, e], dim=2))  # [T, B, 2D, h, w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = int(num_classes)
-        self.head.replace_fc(num_classes)
-
     def extra_repr(self) -> str:
         return f"L={self.depth}, D={self.embed_dim}, T={self.T}, tokenizer={self.tokenizer.kind}"
 
 
-@register_model
-def revsformer_2_384(**kwargs) -> RevSFormer:
-    """RevSFormer-2-384 (12 heads): 5,766,586 parameters with 10 classes."""
-    return RevSFormer(depth=2, embed_dim=384, num_heads=12, **kwargs)
-
-
-@register_model
-def revsformer_4_384(**kwargs) -> RevSFormer:
-    """RevSFormer-4-384 (12 heads): 9,323,962 parameters with 10 classes."""
-    return RevSFormer(depth=4, embed_dim=384, num_heads=12, **kwargs)
-
-
-@register_model
-def revsformer_2_256(**kwargs) -> RevSFormer:
-    """RevSFormer-2-256 for event frames ``[T, B, 2, H, W]`` (128x128 in the published
-    recipes): 16 heads, 11 classes (DVS128 Gesture; ``num_classes=10`` for CIFAR10-DVS, the
-    same network), T = 10, LIF tau = 1.5, the event tokenizer (max-pool before every stage,
-    8x8 tokens for 128x128 frames); 2,569,739 parameters."""
-    kw = dict(in_channels=2, T=10, num_classes=11, tau=1.5, tokenizer="events")
-    kw.update(kwargs)
-    return RevSFormer(depth=2, embed_dim=256, num_heads=16, **kw)
-
-
-@register_model
-def revsformer_test(**kwargs) -> RevSFormer:
-    """Tiny RevSFormer for tests: L = 2, D = 16, 2 heads, T = 2."""
-    kw = dict(T=2)
-    kw.update(kwargs)
-    return RevSFormer(depth=2, embed_dim=16, num_heads=2, **kw)
+register_model("revsformer_2_384", RevSFormer, REVSNN,
+               "RevSFormer-2-384, 12 heads (5,766,586 parameters, 10 classes)",
+               depth=2, embed_dim=384, num_heads=12)
+register_model("revsformer_4_384", RevSFormer, REVSNN,
+               "RevSFormer-4-384, 12 heads (9,323,962 parameters, 10 classes)",
+               depth=4, embed_dim=384, num_heads=12)
+register_model("revsformer_2_256", RevSFormer, REVSNN,
+               "RevSFormer-2-256 for DVS128 Gesture / CIFAR10-DVS (num_classes=10): event "
+               "tokenizer, 16 heads, LIF tau 1.5 (2,569,739 parameters)",
+               image_size=128, input="frames", depth=2, embed_dim=256, num_heads=16,
+               in_channels=2, T=10, num_classes=11, tau=1.5, tokenizer="events")
+register_model("revsformer_test", RevSFormer, REVSNN, "tiny RevSFormer for tests: L = 2, D = 16",
+               image_size=8, depth=2, embed_dim=16, num_heads=2, T=2)

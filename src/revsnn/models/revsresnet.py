@@ -13,10 +13,11 @@ Depth N = 1 (stem) + 4 sum(n_k) + (K - 1) (DS) + 1 (FC); with four stages N = 5 
 
 Memory (beyond the published code): with ``lean=True`` (default) the neurons save only their
 input and the convolutions after a neuron save their spikes as ``bool``; in the
-``"checkpoint"``/``"reversible"`` modes the stem and every DS layer keep only their input and
-recompute themselves in backward. A DS layer's input is the output of the reversible sequence
-before it, which that sequence keeps anyway, so in ``"reversible"`` mode the whole network holds
-little more than the K stage outputs between forward and backward.
+``"checkpoint"``/``"reversible"`` modes the stem and the first DS layer keep only their input
+and recompute themselves in backward (:class:`~revsnn.models.staged.StagedResNet`'s default
+plan). A DS layer's input is the output of the reversible sequence before it, which that
+sequence keeps anyway, so in ``"reversible"`` mode the whole network holds little more than the
+K stage outputs between forward and backward.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from typing import Sequence, Union
 from torch import nn
 
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
-from .common import (
-    ConvBranch,
-    StagedResNet,
-    neuron_factory,
-)
+from .blocks import ConvBranch, neuron_factory
+from .families import REVSNN
 from .registry import register_model
+from .staged import StagedResNet
 
-__all__ = ["RevSResNet", "revs_resnet"]
+__all__ = ["RevSResNet"]
 
 
 class RevSResNet(StagedResNet):
@@ -43,14 +42,13 @@ class RevSResNet(StagedResNet):
         blocks: blocks per stage (n_1, ..., n_K), each >= 1.
         widths: half-stream width per stage (w_1, ..., w_K); the stem outputs 2 w_1 channels.
         num_classes, T, in_channels: classes, time steps, input channels.
-        memory_mode: "none" | "checkpoint" | "reversible".
+        memory_mode: "none" | "checkpoint" | "reversible", or a per-part mapping.
         neuron: "if" (ATan alpha=2, static images) or "lif" (Sigmoid alpha=4, tau).
         tau: LIF time constant (ignored for IF).
         stem: "static" (conv3x3 s1 + BN) or "event" (conv3x3 s2 + BN + AvgPool 3x3 s2).
         lean: memory-lean neurons and spike convolutions (same values and gradients).
-        inplace_inverse: the reversible backward rebuilds each stage's input inside the storage
-            of its saved output (one stream less in backward; a second backward through the
-            same graph raises instead of running).
+        inplace_inverse: the reversible backward may rebuild each stage's input inside the
+            storage of its saved output when nothing else can observe it.
     """
 
     def __init__(
@@ -67,8 +65,8 @@ class RevSResNet(StagedResNet):
         lean: bool = True,
         inplace_inverse: bool = True,
     ) -> None:
-        super().__init__()
-        chans = self._build_stem(blocks, widths, num_classes, T, in_channels, stem)
+        super().__init__(num_classes, T, in_channels, memory_mode)
+        chans = self._build_stem(blocks, widths, stem)
         nf = neuron_factory(neuron, tau=tau, lean=lean)
         self.stages = nn.ModuleList(
             ReversibleSequence(
@@ -77,47 +75,25 @@ class RevSResNet(StagedResNet):
             )
             for n, w in zip(self.blocks, self.widths)
         )
-        self._build_tail(chans, nf, lean, memory_mode)
+        self._build_tail(chans, nf, lean)
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}"
 
 
-def revs_resnet(blocks: Sequence[int], **kwargs) -> RevSResNet:
-    """RevSResNet with any per-stage block counts (static-image widths 64/128/256/448)."""
-    return RevSResNet(blocks=blocks, **kwargs)
-
-
-@register_model
-def revs_resnet21(**kwargs) -> RevSResNet:
-    """RevSResNet21: n = (1, 1, 1, 1); 11,048,420 parameters with 100 classes."""
-    return RevSResNet(blocks=(1, 1, 1, 1), **kwargs)
-
-
-@register_model
-def revs_resnet37(**kwargs) -> RevSResNet:
-    """RevSResNet37: n = (1, 2, 3, 2); 23,590,884 parameters with 100 classes."""
-    return RevSResNet(blocks=(1, 2, 3, 2), **kwargs)
-
-
-@register_model
-def revs_resnet109(**kwargs) -> RevSResNet:
-    """RevSResNet109: n = (2, 4, 16, 4); 70,075,876 parameters with 100 classes."""
-    return RevSResNet(blocks=(2, 4, 16, 4), **kwargs)
-
-
-@register_model
-def revs_resnet24(**kwargs) -> RevSResNet:
-    """RevSResNet24 for event frames ``[T, B, 2, H, W]``: conv3x3 s2 + BN + AvgPool stem,
-    halves 16/32/48, n = (1, 2, 2), LIF tau = 1.5 (Sigmoid alpha = 4); T = 10 by default."""
-    kw = dict(in_channels=2, T=10, neuron="lif", tau=1.5, stem="event")
-    kw.update(kwargs)
-    return RevSResNet(blocks=(1, 2, 2), widths=(16, 32, 48), **kw)
-
-
-@register_model
-def revs_resnet_test(**kwargs) -> RevSResNet:
-    """Tiny RevSResNet for tests: halves 4/8, n = (1, 2), T = 2."""
-    kw = dict(T=2)
-    kw.update(kwargs)
-    return RevSResNet(blocks=(1, 2), widths=(4, 8), **kw)
+register_model("revs_resnet21", RevSResNet, REVSNN,
+               "RevSResNet21, n = (1, 1, 1, 1) (11,048,420 parameters with 100 classes)",
+               blocks=(1, 1, 1, 1))
+register_model("revs_resnet37", RevSResNet, REVSNN,
+               "RevSResNet37, n = (1, 2, 3, 2) (23,590,884 parameters with 100 classes)",
+               blocks=(1, 2, 3, 2))
+register_model("revs_resnet109", RevSResNet, REVSNN,
+               "RevSResNet109, n = (2, 4, 16, 4) (70,075,876 parameters with 100 classes)",
+               blocks=(2, 4, 16, 4))
+register_model("revs_resnet24", RevSResNet, REVSNN,
+               "RevSResNet24 for event frames: event stem, halves 16/32/48, n = (1, 2, 2), "
+               "LIF tau 1.5", image_size=128, input="frames", blocks=(1, 2, 2),
+               widths=(16, 32, 48), in_channels=2, T=10, neuron="lif", tau=1.5, stem="event")
+register_model("revs_resnet_test", RevSResNet, REVSNN,
+               "tiny RevSResNet for tests: halves 4/8, n = (1, 2)", image_size=8,
+               blocks=(1, 2), widths=(4, 8), T=2)

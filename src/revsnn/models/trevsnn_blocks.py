@@ -22,17 +22,19 @@ everything else.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..spiking import LIF, Rectangle, StatelessSpike, WSConv2d
+from .init import trunc_normal_convs
 
 __all__ = [
     "SpikeFactory", "FoldedLIF", "SharedTail", "ConvNeXtBlock", "Down", "Up", "Level",
-    "ImageStem", "EventStem", "Classifier", "FinalHead",
+    "ImageStem", "ColumnEventStem", "Classifier", "FinalHead", "ColumnHeads", "entry",
+    "check_config",
 ]
 
 SpikeFactory = Callable[[], nn.Module]
@@ -169,7 +171,7 @@ class ImageStem(nn.Sequential):
         self.kind = kind
 
 
-class EventStem(nn.Module):
+class ColumnEventStem(nn.Module):
     """One column's event stem: WS conv 3x3 s1 p1 (in -> C0) on that column's frame."""
 
     def __init__(self, in_channels: int, channels: int) -> None:
@@ -198,14 +200,30 @@ class Classifier(nn.Module):
 
 class FinalHead(nn.Module):
     """Last head on spikes of the top state: ``GAP(S(c_3))`` -> WS 1x1 C -> classes -> WS 1x1
-    classes -> classes. ``spike`` is the spike module (``None``: the input is already spikes)."""
+    classes -> classes. ``spike`` is the spike module (``None``: the input is already spikes).
+    Head protocol: the whole head is the classifier."""
 
     def __init__(self, channels: int, num_classes: int,
                  spike: Optional[nn.Module] = None) -> None:
         super().__init__()
+        self.channels = int(channels)
         self.spike = spike
         self.conv1 = WSConv2d(channels, num_classes, 1)
         self.conv2 = WSConv2d(num_classes, num_classes, 1)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self
+
+    def replace_classifier(self, num_classes: int) -> None:
+        """Fresh convolutions for ``num_classes`` (truncated-normal initialisation)."""
+        ref = self.conv1.weight
+        conv1 = WSConv2d(self.channels, num_classes, 1)
+        conv2 = WSConv2d(num_classes, num_classes, 1)
+        trunc_normal_convs(conv1)
+        trunc_normal_convs(conv2)
+        self.conv1 = conv1.to(device=ref.device, dtype=ref.dtype)
+        self.conv2 = conv2.to(device=ref.device, dtype=ref.dtype)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         s = c if self.spike is None else self.spike(c)
@@ -215,3 +233,47 @@ class FinalHead(nn.Module):
 def stateless() -> nn.Module:
     """The T-RevSNN spike factory."""
     return StatelessSpike()
+
+
+class ColumnHeads(nn.ModuleList):
+    """One head per column: :class:`Classifier` for columns 1..T-1, a :class:`FinalHead` on
+    ``S(c_3)`` for the last. Head protocol: the classifier is the last head;
+    ``replace_classifier`` rebuilds every head for the new classes."""
+
+    def __init__(self, channels: int, num_classes: int, T: int) -> None:
+        super().__init__(self._make(channels, num_classes, T))
+        self.channels = int(channels)
+
+    @staticmethod
+    def _make(channels: int, num_classes: int, T: int):
+        heads = [Classifier(channels, num_classes) for _ in range(T - 1)]
+        heads.append(FinalHead(channels, num_classes, spike=stateless()))
+        for h in heads:
+            trunc_normal_convs(h)
+        return heads
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self[-1]
+
+    def replace_classifier(self, num_classes: int) -> None:
+        ref = self[-1].conv1.weight
+        for i, head in enumerate(self._make(self.channels, num_classes, len(self))):
+            self[i] = head.to(device=ref.device, dtype=ref.dtype)
+
+
+def check_config(channels: Sequence[int], kernel: int) -> None:
+    if len(channels) != 4 or any(int(c) < 1 for c in channels):
+        raise ValueError(f"channels must be 4 positive level widths, got {tuple(channels)}")
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel must be a positive odd int, got {kernel}")
+
+
+def entry(k: int, channels: Sequence[int], make_spike: SpikeFactory) -> Optional[nn.Module]:
+    """Fusion input from the level below: none at level 0, Down 3x3 s2 into levels 1 and 2,
+    Down 1x1 s1 into level 3 (same resolution as level 2)."""
+    if k == 0:
+        return None
+    if k < 3:
+        return Down(channels[k - 1], channels[k], 3, 2, make_spike)
+    return Down(channels[2], channels[3], 1, 1, make_spike)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Union
+from typing import ClassVar, Iterable, Tuple, Union
 
-__all__ = ["MemoryMode", "HasMemoryMode"]
+__all__ = ["MemoryMode", "HasMemoryMode", "check_mode"]
 
 
 class MemoryMode(str, Enum):
@@ -35,9 +35,25 @@ class MemoryMode(str, Enum):
         return self.value
 
 
-class HasMemoryMode:
-    """Mixin for modules with a settable ``memory_mode`` (parsed into :class:`MemoryMode`)."""
+def check_mode(mode: Union[str, MemoryMode], supported: Iterable[MemoryMode],
+               who: str) -> MemoryMode:
+    """``mode`` parsed, or one clear ``ValueError`` when ``who`` does not support it."""
+    mode = MemoryMode.parse(mode)
+    supported = tuple(supported)
+    if mode not in supported:
+        raise ValueError(
+            f"{who} does not support memory_mode={mode.value!r}; supported: "
+            f"{', '.join(repr(m.value) for m in supported)}"
+        )
+    return mode
 
+
+class HasMemoryMode:
+    """Mixin for modules with a settable ``memory_mode`` (parsed into :class:`MemoryMode`,
+    checked against the class's ``supported_modes``). Such a module is a *part* of a model:
+    ``SpikingModel.set_memory_mode`` can give each part its own mode."""
+
+    supported_modes: ClassVar[Tuple[MemoryMode, ...]] = tuple(MemoryMode)
     _memory_mode: MemoryMode
 
     @property
@@ -46,7 +62,7 @@ class HasMemoryMode:
 
     @memory_mode.setter
     def memory_mode(self, mode: Union[str, MemoryMode]) -> None:
-        self._memory_mode = MemoryMode.parse(mode)
+        self._memory_mode = check_mode(mode, self.supported_modes, type(self).__name__)
 
     def set_memory_mode(self, mode: Union[str, MemoryMode]):
         self.memory_mode = mode

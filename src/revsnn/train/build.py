@@ -3,7 +3,6 @@ module that training calls (all heads of a multi-head model)."""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data import BatchAugment, DataInfo, Mixup, data_info, load_dataset
-from ..models.registry import model_entrypoint
+from ..models.registry import model_info
 from .config import TrainConfig
 
 __all__ = [
@@ -36,13 +35,12 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        for name in ("forward_heads", "forward_all_heads"):
-            fn = getattr(self.model, name, None)
-            if callable(fn):
-                out = list(fn(x))
-                if not out:
-                    raise ValueError(f"{type(self.model).__name__}.{name} returned no heads")
-                return out
+        fn = getattr(self.model, "forward_heads", None)
+        if callable(fn):
+            out = list(fn(x))
+            if not out:
+                raise ValueError(f"{type(self.model).__name__}.forward_heads returned no heads")
+            return out
         return [self.model(x)]
 
 
@@ -91,39 +89,15 @@ def build_model(
     cfg: TrainConfig, info: DataInfo, factory: Optional[ModelFactory] = None
 ) -> nn.Module:
     """``create_model(cfg.model, num_classes=..., T=..., in_channels=..., memory_mode=...,
-    **cfg.model_kwargs)``, passing only what the builder accepts."""
+    **cfg.model_kwargs)``: every registered model takes the four common arguments; an argument
+    its family does not take is a ``ValueError`` naming the ones it does."""
     if factory is not None:
         return factory(cfg, info)
-    fn = model_entrypoint(cfg.model)
     kwargs = {
         "num_classes": info.num_classes, "T": cfg.T, "in_channels": info.in_channels,
-        "memory_mode": cfg.memory_mode,
+        "memory_mode": cfg.memory_mode, **cfg.model_kwargs,
     }
-    kwargs.update(cfg.model_kwargs)
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        for k in list(kwargs):
-            if k in params:
-                continue
-            if k in cfg.model_kwargs:
-                raise ValueError(
-                    f"model {cfg.model!r} does not take the argument {k!r} (model_kwargs); it "
-                    f"takes {', '.join(accepted)}"
-                )
-            if k == "in_channels" and info.in_channels != 3:
-                raise ValueError(
-                    f"model {cfg.model!r} has no in_channels argument, but data {cfg.data!r} has "
-                    f"{info.in_channels} channel(s)"
-                )
-            del kwargs[k]
-    try:
-        model = fn(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"cannot build model {cfg.model!r} with {kwargs}: {err}") from err
-    if hasattr(model, "set_memory_mode"):
-        model.set_memory_mode(cfg.memory_mode)
-    return model
+    return model_info(cfg.model).build(**kwargs)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..data import Loader, check_dataset_name
-from ..models.registry import model_entrypoint
+from ..models.registry import model_info
 from ..reversible.mode import MemoryMode
 from .build import (
     DataBundle,
@@ -75,7 +75,7 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     if registry_data:
         check_dataset_name(cfg.data)
     if registry_model:
-        model_entrypoint(cfg.model)  # unknown name -> ValueError with suggestions
+        model_info(cfg.model)  # unknown name -> ValueError with suggestions
     MemoryMode.parse(cfg.memory_mode)
     parse_device(cfg.device)
     for key in ("T", "epochs", "batch_size"):

@@ -1,17 +1,18 @@
-"""Parts shared by the RevSNN-style families: stems, downsampling, branches, heads.
+"""Building blocks shared by the families: neurons, time folding, recomputed parts, stems,
+downsampling, branches, heads.
 
 Every part works on time-first tensors ``[T, B, C, H, W]`` (per-frame layers fold T into the
 batch) and takes a ``neuron_factory``: a zero-argument callable returning a fresh multi-step
 neuron module, e.g. ``neuron_factory("if")`` (IF, ATan alpha=2, the static-image neuron) or
 ``neuron_factory("lif", tau=1.5)`` (LIF, Sigmoid alpha=4, the event-data neuron).
 
-The non-reversible parts (:class:`StaticStem`, :class:`EventStem`, :class:`Downsample`) have a
-``memory_mode`` attribute (set by ``SpikingModel.set_memory_mode``). In ``"none"`` they are plain
-autograd. In ``"checkpoint"`` and ``"reversible"`` they keep **only their input** for backward
-(for a downsampling layer that input is the output of the reversible sequence before it, which
-that sequence keeps anyway, so it costs nothing) and recompute themselves in backward with grad;
-RNG/autocast are replayed and BatchNorm statistics frozen by :mod:`revsnn.reversible.state`,
-so values, gradients and BN buffers equal the ``"none"`` oracle.
+The non-reversible parts (:class:`StaticStem`, :class:`EventStem`, :class:`Downsample`) are
+:class:`RecomputedPart` s with a ``memory_mode`` (set by ``SpikingModel.set_memory_mode``). In
+``"none"`` they are plain autograd. In ``"checkpoint"`` and ``"reversible"`` they keep **only
+their input** for backward (for a downsampling layer that input is the output of the reversible
+sequence before it, which that sequence keeps anyway, so it costs nothing) and recompute
+themselves in backward through the recompute core (:mod:`revsnn.reversible.recompute`), so
+values, gradients and BN buffers equal the ``"none"`` oracle.
 
 Constructors (used by RevSResNet, ParaRevSNN-ResNet and MS-ResNet)::
 
@@ -24,7 +25,7 @@ Constructors (used by RevSResNet, ParaRevSNN-ResNet and MS-ResNet)::
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -43,10 +44,9 @@ from ..spiking.layers import repeat_time
 from ..spiking.neuron import IF, LIF
 from ..spiking.norm import norm_spike
 from ..spiking.surrogate import ATan, Sigmoid
-from .base import SpikingModel, check_input
 
 __all__ = [
-    "StagedResNet",
+    "PLAIN_MODES",
     "NeuronFactory",
     "neuron_factory",
     "RecomputedPart",
@@ -56,12 +56,14 @@ __all__ = [
     "ConvBranch",
     "SpikingHead",
     "conv_bn",
-    "init_weights",
     "fold",
     "unfold",
 ]
 
 NeuronFactory = Callable[[], nn.Module]
+
+#: memory modes of networks without an inverse (MS-ResNet, Spikingformer, BPTT counterparts)
+PLAIN_MODES = (MemoryMode.NONE, MemoryMode.CHECKPOINT)
 
 
 def neuron_factory(
@@ -118,9 +120,6 @@ class RecomputedPart(HasMemoryMode, nn.Module):
     """
 
     binary_input: bool = False
-    #: set False to keep this part's graph as plain autograd in every mode (for parts whose
-    #: saved tensors are freed before the network's memory peak anyway)
-    recompute: bool = True
 
     def __init__(self, memory_mode: Union[str, MemoryMode] = MemoryMode.NONE) -> None:
         super().__init__()
@@ -129,7 +128,7 @@ class RecomputedPart(HasMemoryMode, nn.Module):
 
     @property
     def first_order_only(self) -> Optional[str]:
-        if self.memory_mode is not MemoryMode.NONE and self.recompute:
+        if self.memory_mode is not MemoryMode.NONE:
             return f"{type(self).__name__} recomputed in {self.memory_mode.value} mode"
         return None
 
@@ -143,7 +142,7 @@ class RecomputedPart(HasMemoryMode, nn.Module):
         """``body(x)``, keeping only ``x`` and recomputed in backward unless the mode is
         ``"none"``."""
         part = Part([self], name=type(self).__name__, on_replay=self._count)
-        if self.memory_mode is MemoryMode.NONE or not self.recompute:
+        if self.memory_mode is MemoryMode.NONE:
             part.reset()
             return self.body(x)
         return recompute(part, self.body, x, _BINARY if self.binary_input else None)
@@ -168,18 +167,6 @@ def conv_bn(
     return nn.Sequential(
         conv_cls(c_in, c_out, kernel_size, stride, p, bias=bias), nn.BatchNorm2d(c_out)
     )
-
-
-def init_weights(module: nn.Module) -> None:
-    """Kaiming normal (fan_out) for convolutions; BN gamma = 1, beta = 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class _Stem(RecomputedPart):
@@ -237,23 +224,21 @@ class Downsample(RecomputedPart):
     """DS_k = neuron -> AvgPool 3x3 s2 p1 -> conv1x1 (c_in -> c_out, no bias) -> BN on the whole
     stream: ``[T, B, c_in, H, W] -> [T, B, c_out, ceil(H/2), ceil(W/2)]``. Not reversible.
 
-    ``recompute=True`` keeps only the input and recomputes in backward outside ``"none"``;
-    ``recompute=False`` (default) keeps a plain graph in every mode. What a DS layer saves (the
-    conv's pooled input, BN's input) is freed by its own backward, which runs before the
-    previous stage's backward: it only adds to the peaks of the later, smaller stages. The
-    ResNets recompute the first DS layer (its graph is the largest and is alive during the
-    second stage's backward, where ParaRevSNN peaks) and keep the others (measured on the
-    37-layer models, CPU, T=4, 32x32: same peak memory as recomputing all of them, reversible
-    step 1.29x -> 1.26x of ``"none"`` for RevSResNet37).
+    Outside ``"none"`` it keeps only its input and recomputes in backward. What a DS layer
+    saves in ``"none"`` (the conv's pooled input, BN's input) is freed by its own backward,
+    which runs before the previous stage's backward: it only adds to the peaks of the later,
+    smaller stages. The ResNets' default plans therefore recompute the first DS layer (its
+    graph is the largest and is alive during the second stage's backward, where ParaRevSNN
+    peaks) and keep the others as plain graphs (measured on the 37-layer models, CPU, T=4,
+    32x32: same peak memory as recomputing all of them, reversible step 1.29x -> 1.26x of
+    ``"none"`` for RevSResNet37).
     """
 
     def __init__(
         self, c_in: int, c_out: int, neuron_factory: NeuronFactory,
         memory_mode: Union[str, MemoryMode] = MemoryMode.NONE, lean: bool = True,
-        recompute: bool = False,
     ) -> None:
         super().__init__(memory_mode)
-        self.recompute = bool(recompute)
         self.c_in, self.c_out = int(c_in), int(c_out)
         self.neuron = neuron_factory()
         self.pool = LeanAvgPool2d(3, 2, 1) if lean else nn.AvgPool2d(3, 2, 1)
@@ -296,7 +281,7 @@ class ConvBranch(nn.Module):
 
 class SpikingHead(nn.Module):
     """neuron -> global average pool -> FC(c -> classes) -> mean over T:
-    ``[T, B, c, H, W] -> [B, classes]``."""
+    ``[T, B, c, H, W] -> [B, classes]``. Head protocol: ``classifier`` is ``fc``."""
 
     def __init__(self, c: int, num_classes: int, neuron_factory: NeuronFactory) -> None:
         super().__init__()
@@ -308,79 +293,11 @@ class SpikingHead(nn.Module):
         s = self.neuron(x)  # [T, B, c, H, W]
         return self.fc(s.mean(dim=(3, 4))).mean(0)  # [T, B, c] -> [T, B, K] -> [B, K]
 
-    def replace_fc(self, num_classes: int) -> None:
+    @property
+    def classifier(self) -> nn.Module:
+        return self.fc
+
+    def replace_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh ``Linear(c, num_classes)``."""
         p = self.fc.weight
         self.fc = nn.Linear(self.c, num_classes).to(device=p.device, dtype=p.dtype)
-
-
-def stage_channels(widths: Sequence[int]) -> List[int]:
-    """Full-stream channels 2 * half width per stage."""
-    return [2 * int(w) for w in widths]
-
-
-class StagedResNet(SpikingModel):
-    """The skeleton shared by RevSResNet and ParaRevSNN-ResNet: ``stem -> stage_1 -> DS ->
-    stage_2 -> ... -> head``. Subclasses build ``stem``, ``stages``, ``downsamples``, ``head``
-    (a :class:`SpikingHead`) between :meth:`_build_stem` and :meth:`_build_tail`."""
-
-    def _build_stem(
-        self, blocks: Sequence[int], widths: Sequence[int], num_classes: int, T: int,
-        in_channels: int, stem: str,
-    ) -> List[int]:
-        """Check the stage layout, set the sizes and depth ``5 + 4 sum(n_i)``, build the stem;
-        returns the stream widths ``2 w_k``."""
-        blocks, widths = [int(n) for n in blocks], [int(w) for w in widths]
-        if len(blocks) != len(widths) or not blocks:
-            raise ValueError(
-                f"blocks and widths need one entry per stage, got {blocks} and {widths}"
-            )
-        if min(blocks) < 1 or min(widths) < 1:
-            raise ValueError(f"every stage needs >= 1 block and width >= 1, got {blocks}, {widths}")
-        if int(T) < 1:
-            raise ValueError(f"T must be >= 1, got {T}")
-        self.num_classes, self.T, self.in_channels = int(num_classes), int(T), int(in_channels)
-        self.blocks, self.widths = tuple(blocks), tuple(widths)
-        self.depth = 1 + 4 * sum(blocks) + (len(blocks) - 1) + 1
-        chans = [2 * w for w in widths]
-        if stem == "static":
-            self.stem = StaticStem(in_channels, chans[0])
-        elif stem == "event":
-            self.stem = EventStem(in_channels, chans[0])
-        else:
-            raise ValueError(f"unknown stem {stem!r}; expected 'static' or 'event'")
-        return chans
-
-    def _build_tail(
-        self, chans: Sequence[int], nf: NeuronFactory, lean: bool,
-        memory_mode: Union[str, MemoryMode],
-    ) -> None:
-        """DS layers (the first recomputed, see :class:`Downsample`), head, init, memory mode."""
-        self.downsamples = nn.ModuleList(
-            Downsample(chans[k], chans[k + 1], nf, lean=lean, recompute=k == 0)
-            for k in range(len(chans) - 1)
-        )
-        self.head = SpikingHead(chans[-1], self.num_classes, nf)
-        init_weights(self)
-        self.set_memory_mode(memory_mode)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> last stage output ``[T, B, 2 w_K, h, w]``."""
-        x, _ = check_input(x, self.in_channels, self.T, type(self).__name__)
-        z = self.stem(x, self.T)  # [T, B, 2 w_1, H', W']
-        for k, stage in enumerate(self.stages):
-            if k > 0:
-                z = self.downsamples[k - 1](z)  # [T, B, 2 w_k, H/2^k, W/2^k]
-            z = stage(z)
-        return z
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))  # [B, num_classes]
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = int(num_classes)
-        self.head.replace_fc(num_classes)
-
