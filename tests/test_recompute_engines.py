@@ -268,3 +268,13 @@ def test_temporal_columns_accepts_no_readout_entry():
     with pytest.raises(ValueError, match="one per column|per column"):
         engine(s, readout=heads[:2])
     assert isinstance(engine, TemporalColumns)
+
+
+def test_a_16_bit_stream_is_refused_by_the_reversible_mode():
+    seq = make_sequence("rev", 2)
+    x = torch.randn(2, 2, 6, 4, 4).to(torch.bfloat16).requires_grad_(True)
+    with pytest.raises(RecomputeError, match="float32 or float64, got torch.bfloat16"):
+        seq(x)
+    seq.memory_mode = "checkpoint"  # recomputed from the saved input: exact in any dtype
+    seq.to(torch.bfloat16)(x).float().sum().backward()
+    assert x.grad is not None

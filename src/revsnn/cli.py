@@ -14,12 +14,12 @@ commands:
   convert  published code's checkpoint -> revsnn checkpoint:
            revsnn convert --published CKPT --model NAME OUT.pt
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
-  models   list registered models (optional shell pattern, e.g. 'trevsnn*')
+  models   list registered models as a table: revsnn models ['trevsnn*'] [--family F] [--json]
 
 'revsnn <command> --help' describes each command."""
 
 
-COMMANDS = ("train", "eval", "bench", "models")
+COMMANDS = ("train", "eval", "convert", "bench", "models")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,11 +45,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return int(bench_main(rest) or 0)
     if cmd == "models":
-        from . import list_models
+        from .models.listing import main as models_main
 
-        for name in list_models(rest[0] if rest else "*"):
-            print(name)
-        return 0
+        try:
+            return int(models_main(rest) or 0)
+        except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+            return int(exc.code or 0)
     print(f"revsnn: unknown command {cmd!r}; expected one of {', '.join(COMMANDS)} "
           "(revsnn --help)", file=sys.stderr)
     return 2

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     msresnet,
     pararevsnn,
+    revmlp,
     revsformer,
     revsresnet,
     spikingformer,

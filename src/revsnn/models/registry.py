@@ -47,7 +47,7 @@ class ModelInfo:
     family: str
     paper: str
     description: str
-    input: str  # "image" (static images only), "image|frames" or "frames" (event data)
+    input: str  # "image" (static images only), "image+frames" or "frames" (event data)
     T: int
     num_classes: int
     in_channels: int
@@ -98,16 +98,16 @@ def register_model(name: str, cls: type, family: Family, description: str,
                    **defaults: Any) -> ModelInfo:
     """Register ``name`` as ``cls(**defaults)`` with its metadata (see the module docstring).
     ``input`` defaults to the class's (``"image"`` for image-only models, else
-    ``"image|frames"``; give ``"frames"`` for event-data variants)."""
+    ``"image+frames"``; give ``"frames"`` for event-data variants)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
     from ..reversible.mode import MemoryMode
 
     modes = tuple(m.value for m in getattr(cls, "supported_modes", tuple(MemoryMode)))
     if input is None:
-        input = "image|frames" if getattr(cls, "takes_frames", True) else "image"
-    if input not in ("image", "image|frames", "frames"):
-        raise ValueError(f"input must be 'image', 'image|frames' or 'frames', got {input!r}")
+        input = "image+frames" if getattr(cls, "takes_frames", True) else "image"
+    if input not in ("image", "image+frames", "frames"):
+        raise ValueError(f"input must be 'image', 'image+frames' or 'frames', got {input!r}")
     mode = MemoryMode.parse(_default(cls, defaults, "memory_mode")).value
     info = ModelInfo(
         name=name, family=family.name, paper=family.paper, description=description, input=input,

@@ -146,11 +146,11 @@ class TRevSNN(SpikingModel):
 
 register_model("trevsnn_tiny", TRevSNN, TREVSNN,
                "ImageNet tiny: channels 64/128/256/384, kernel 3 (17,203,856 parameters at 1000 "
-               "classes)", image_size=224, channels=(64, 128, 256, 384), kernel=3,
+               "classes)", image_size=224, input="image", channels=(64, 128, 256, 384), kernel=3,
                stem="imagenet")
 register_model("trevsnn_small", TRevSNN, TREVSNN,
                "ImageNet small: channels 96/192/384/512, kernel 5 (32,331,312 parameters at 1000 "
-               "classes)", image_size=224, channels=(96, 192, 384, 512), kernel=5,
+               "classes)", image_size=224, input="image", channels=(96, 192, 384, 512), kernel=5,
                stem="imagenet")
 register_model("trevsnn_tiny_dvs", TRevSNN, TREVSNN,
                "event data: channels 32/64/128/256, 8 columns, one event stem per column "
@@ -159,7 +159,7 @@ register_model("trevsnn_tiny_dvs", TRevSNN, TREVSNN,
                in_channels=2)
 register_model("trevsnn_cifar", TRevSNN, TREVSNN,
                "small images (32x32, 28x28, 8x8): full-resolution stem, channels 16/32/64/64",
-               channels=(16, 32, 64, 64), kernel=3, stem="cifar", num_classes=10)
+               input="image", channels=(16, 32, 64, 64), kernel=3, stem="cifar", num_classes=10)
 register_model("trevsnn_test", TRevSNN, TREVSNN,
                "tiny T-RevSNN for tests: channels 4/8/8/8, full-resolution stem", image_size=8,
-               channels=(4, 8, 8, 8), kernel=3, stem="cifar", T=3, num_classes=10)
+               input="image", channels=(4, 8, 8, 8), kernel=3, stem="cifar", T=3, num_classes=10)

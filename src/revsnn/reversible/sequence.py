@@ -39,6 +39,7 @@ from .coupling import Coupling, Stage, merge
 from .mode import HasMemoryMode, MemoryMode
 from .recompute import (
     Part,
+    RecomputeError,
     checkpoint,
     exclusively_owned,
     refuse_create_graph,
@@ -333,6 +334,13 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         regs = list(x.chunk(2, dim=2))  # [T, B, C, ...] each
         grad = torch.is_grad_enabled()
         if mode is MemoryMode.REVERSIBLE and grad:
+            if x.is_floating_point() and torch.finfo(x.dtype).bits < 32:
+                raise RecomputeError(
+                    f"a reversible stream must be float32 or float64, got {x.dtype}: rebuilding "
+                    "it by the inverse in a 16-bit format loses the low bits of every update "
+                    "(under autocast, cast the stream, e.g. x.float(), and let F and G run in "
+                    "low precision)"
+                )
             link = _Link()
             for i, stage in enumerate(stages):
                 part = self._part(i, stage)

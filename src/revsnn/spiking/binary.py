@@ -53,7 +53,6 @@ __all__ = [
     "LeanLIF",
     "SpikeConv2d",
     "SpikeMaxPool2d",
-    "lean_neuron",
     "pack_spikes",
     "plain_spike_attention",
     "spike_attention",
@@ -240,18 +239,6 @@ class LeanLIF(LIF):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_lean(self, x)
         return _LeanNeuronFn.apply(x, self)
-
-
-def lean_neuron(neuron: BaseNeuron) -> BaseNeuron:
-    """A lean copy of a plain IF or LIF neuron (same hyperparameters)."""
-    if type(neuron) is IF:
-        out: BaseNeuron = LeanIF.__new__(LeanIF)
-    elif type(neuron) is LIF:
-        out = LeanLIF.__new__(LeanLIF)
-    else:
-        raise TypeError(f"lean_neuron supports IF and LIF, got {type(neuron).__name__}")
-    out.__dict__.update(neuron.__dict__)
-    return out
 
 
 # ----------------------------------------------------------------------------- conv / pool
