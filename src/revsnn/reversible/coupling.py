@@ -70,15 +70,20 @@ class Stage:
         """The same update writing physical register ``dst``."""
         return Stage(dst, self.branches, self.fused)
 
-    def run(self, src: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The branch outputs ``h_i(src)``, each of ``src``'s shape and dtype."""
+    def check(self) -> None:
+        """Every branch has a module, or a fused module provides them all."""
         if self.fused is None:
             for n, m in self.branches:
                 if m is None:
                     raise ValueError(
-                        f"branch {n} is None and no fused module provides it: give the sequence "
-                        "a merged module for this pair, or the coupling its branch"
+                        f"branch {n} of a coupling is None and no merged module provides it: "
+                        "give the coupling its branch or the sequence a merged module"
                     )
+
+    def run(self, src: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The branch outputs ``h_i(src)``, each of ``src``'s shape and dtype."""
+        if self.fused is None:
+            self.check()
             return tuple(apply_branch(m, src, n) for n, m in self.branches)
         out = self.fused(src)
         k = len(self.branches)

@@ -257,13 +257,7 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         if self.merged is not None or self.pair_stages:
             flat = self._pair(flat)
         for s in flat:
-            if s.fused is None:
-                for name, m in s.branches:
-                    if m is None:
-                        raise ValueError(
-                            f"branch {name} of a coupling is None but no merged module provides "
-                            "it: give the coupling its branch or the sequence a merged module"
-                        )
+            s.check()
         return flat, (perm[0], perm[1])
 
     def _pair(self, flat: List[Stage]) -> List[Stage]:
