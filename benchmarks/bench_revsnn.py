@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from revsnn.bench import report
-from revsnn.bench.measure import Settings, memory_rows, range_key, step_times, time_columns
+from revsnn.bench import measure, report
 from revsnn.bench.peers import is_peer, peer_unavailable_reason
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create, in_modes, supported_modes
 
 MODELS = ("revs_resnet21,revs_resnet37,revs_resnet109,ms_resnet34,revsformer_2_384,"
@@ -37,18 +35,11 @@ def log(msg: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=MODELS, help="comma-separated registered or peer names")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--ranges", nargs="+", default=["2,4", "16,32"])
-    p.add_argument("--time-batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-time", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=None)
+    measure.add_arguments(p)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    s = Settings(device=args.device, time_batch=args.time_batch, repeats=args.repeats,
-                 threads=args.threads,
-                 ranges=tuple(tuple(int(b) for b in r.split(",")) for r in args.ranges))
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
+    s = measure.settings_from(args)
     rows, skipped = [], {}
     for name in args.models.split(","):
         if is_peer(name) and peer_unavailable_reason(name):
@@ -57,10 +48,10 @@ def main(argv=None) -> int:
             continue
         model = create(name, num_classes=s.num_classes, T=s.T, device=s.device)
         base = {"model": name, "depth": getattr(model, "depth", "")}
-        got = memory_rows(model, s, base=base, log=log)
+        got = measure.memory_rows(model, s, base=base, log=log)
         modes = [m.value for m in supported_modes(model)]
         if not args.no_time and len(modes) > 1:
-            cols = time_columns(step_times(in_modes(model, modes), s),
+            cols = measure.time_columns(measure.step_times(in_modes(model, modes), s),
                                 "none" if "none" in modes else None)
             for r in got:
                 r.update(cols[r["mode"]])
@@ -68,31 +59,24 @@ def main(argv=None) -> int:
                 f"{r['mode']} {r.get('step_vs_none', float('nan')):.3f}" for r in got))
         rows += got
         del model
-    keys = [range_key(r) for r in s.ranges]
-    columns = {"model": "model", "mode": "mode",
-               **{f"mib_{k}": f"MiB/img {k.replace('_', '→')}" for k in keys},
-               **{f"fixed_{k}": f"fixed MiB ({k.replace('_', '→')})" for k in keys},
+    keys = [measure.range_key(r) for r in s.ranges]
+    columns = {"model": "model", "mode": "mode", **measure.memory_headers(s.ranges),
                "saved_mib": "saved for backward, MiB/img"}
     if not args.no_time:
         columns.update({"step_vs_none_cpu": "step / none (CPU)",
                         "step_vs_none_wall": "step / none (wall)"})
     prov = provenance(args.device, {**s.as_dict(), "models": args.models,
-                                    "skipped": skipped})
+                                    "skipped": skipped}, command=command)
     text = table(rows, columns, prov)
-    print(text)
     kind = torch.device(args.device).type
     out = args.out or RESULTS_DIR / f"revsnn_{kind}.json"
     depth_rows = [r for r in rows if r["model"].startswith("revs_resnet")]
-    if report.plots_available() and depth_rows:
-        png = out.with_name(f"revsnn_memory_vs_depth_{kind}.png")
-        plot_rows = [{**r, "range": k.replace("_", "→"), "mib": r[f"mib_{k}"]}
-                     for r in depth_rows for k in keys]
-        report.plot_lines(plot_rows, "depth", "mib", ["mode", "range"], png, xlabel="depth",
-                          ylabel="MiB per image", title="RevSResNet training memory per image")
-        log(f"wrote {png}")
-    write_results(out, prov, rows, summary=summary(rows, keys), tables={"memory": text})
-    log(f"wrote {out}")
-    return 0
+    if depth_rows:
+        png = report.plot_memory(depth_rows, "depth", ["mode"], s.ranges,
+                                 out.with_name(f"revsnn_memory_vs_depth_{kind}.png"),
+                                 "RevSResNet training memory per image")
+        log(f"plot: {png or 'skipped (pip install -e .[bench])'}")
+    return publish(out, prov, rows, summary(rows, keys), {"memory": text})
 
 
 def summary(rows, keys):

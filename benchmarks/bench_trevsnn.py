@@ -22,21 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 import torch
 
-from revsnn.bench import report
+from revsnn.bench import measure, report
 from revsnn.bench.data import digits_images
-from revsnn.bench.measure import (
-    Settings,
-    energy,
-    memory_rows,
-    range_key,
-    step_times,
-    time_columns,
-)
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create, in_modes
 
 RULES = ("strict", "linear_chain")
@@ -51,34 +42,27 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="trevsnn_tiny")
     p.add_argument("--Ts", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--image", type=int, default=32, help="image height = width")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--ranges", nargs="+", default=["2,4", "16,32"])
     p.add_argument("--time-batches", type=int, nargs="+", default=[4, 16])
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--energy-images", type=int, default=32)
     p.add_argument("--no-time", action="store_true")
     p.add_argument("--no-energy", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=None)
+    measure.add_arguments(p, time_batch=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    base = Settings(device=args.device, image_size=args.image, repeats=args.repeats,
-                    threads=args.threads,
-                    energy_images=args.energy_images,
-                    ranges=tuple(tuple(int(b) for b in r.split(",")) for r in args.ranges))
-    keys = [range_key(r) for r in base.ranges]
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
+    base = measure.settings_from(args, image_size=args.image, energy_images=args.energy_images)
+    keys = [measure.range_key(r) for r in base.ranges]
     mem_rows, time_rows, energy_rows = [], [], []
     for T in args.Ts:
         s = dataclasses.replace(base, T=T)
         rev = create(args.model, T=T, memory_mode="reversible", device=s.device)
         bptt = create(args.model + "_bptt", T=T, device=s.device)
-        rows = memory_rows(rev, s, base={"T": T, "model": args.model}, log=log)
+        rows = measure.memory_rows(rev, s, base={"T": T, "model": args.model}, log=log)
         stored = rev.memory_summary().get("stored_columns", [])  # after the reversible step
         for r in rows:
             r["kind"] = r["mode"]
             if r["mode"] == "reversible":
                 r["stored_columns"] = "/".join(map(str, stored)) or "none"
-        rows += [{**r, "kind": "bptt"} for r in memory_rows(
+        rows += [{**r, "kind": "bptt"} for r in measure.memory_rows(
             bptt, s, modes=["none"], base={"T": T, "model": args.model + "_bptt"}, log=log)]
         for r in rows:
             for k in keys:
@@ -86,7 +70,8 @@ def main(argv=None) -> int:
         mem_rows += rows
         for B in [] if args.no_time else args.time_batches:
             setups = {**in_modes(rev, ["none", "checkpoint", "reversible"]), "bptt": bptt}
-            cols = time_columns(step_times(setups, dataclasses.replace(s, time_batch=B)), "none")
+            times = measure.step_times(setups, dataclasses.replace(s, time_batch=B))
+            cols = measure.time_columns(times, "none")
             for kind, c in cols.items():
                 time_rows.append({"T": T, "batch": B, "kind": kind, **c,
                                   "rev_over_bptt": (cols["reversible"]["step_cpu_ms"]
@@ -95,7 +80,8 @@ def main(argv=None) -> int:
                 f"bptt / none {cols['bptt']['step_vs_none']:.3f}")
         if not args.no_energy:
             x, _ = digits_images(s.energy_images, s.image_size, s.in_channels)
-            e = {"reversible": energy(rev, x, RULES), "bptt": energy(bptt, x, RULES)}
+            e = {"reversible": measure.energy(rev, x, RULES),
+                 "bptt": measure.energy(bptt, x, RULES)}
             row = {"T": T, "images": int(x.shape[0])}
             for rule in RULES:
                 for kind in e:
@@ -110,11 +96,9 @@ def main(argv=None) -> int:
                 f"{rule} {row[f'bptt_over_rev_{rule}']:.2f}" for rule in RULES))
         del rev, bptt
     prov = provenance(args.device, {**base.as_dict(), "Ts": args.Ts, "model": args.model,
-                                    "time_batches": args.time_batches})
+                                    "time_batches": args.time_batches}, command=command)
     tables = {"memory": table(mem_rows, {
-        "T": "T", "kind": "set-up",
-        **{f"mib_{k}": f"MiB/img {k.replace('_', '→')}" for k in keys},
-        **{f"fixed_{k}": f"fixed MiB ({k.replace('_', '→')})" for k in keys},
+        "T": "T", "kind": "set-up", **measure.memory_headers(base.ranges),
         "saved_mib": "saved, MiB/img", f"bptt_over_{keys[-1]}":
             f"bptt / this ({keys[-1].replace('_', '→')})",
         "stored_columns": "stored columns"}, prov)}
@@ -142,25 +126,19 @@ def main(argv=None) -> int:
             fmt={"reversible_mj_strict": ".4f", "bptt_mj_strict": ".4f",
                  "reversible_mj_linear_chain": ".4f", "bptt_mj_linear_chain": ".4f",
                  "reversible_rate": ".3f", "bptt_rate": ".3f"})
-    for text in tables.values():
-        print(text + "\n")
     kind = torch.device(args.device).type
     out = args.out or RESULTS_DIR / f"trevsnn_{kind}.json"
-    if report.plots_available() and len(args.Ts) > 1:
-        png = out.with_name(f"trevsnn_memory_vs_T_{kind}.png")
-        pts = [{**r, "range": k.replace("_", "→"), "mib": r[f"mib_{k}"]}
-               for r in mem_rows for k in keys]
-        report.plot_lines(pts, "T", "mib", ["kind", "range"], png, xlabel="T (columns)",
-                          ylabel="MiB per image", title=f"{args.model}: training memory per image")
-        log(f"wrote {png}")
+    if len(args.Ts) > 1:
+        png = report.plot_memory(mem_rows, "T", ["kind"], base.ranges,
+                                 out.with_name(f"trevsnn_memory_vs_T_{kind}.png"),
+                                 f"{args.model}: training memory per image", "T (columns)")
+        log(f"plot: {png or 'skipped (pip install -e .[bench])'}")
     rev = {r["T"]: r for r in mem_rows if r["kind"] == "reversible"}
     lo, hi = min(args.Ts), max(args.Ts)
     summary = {f"rev_growth_T{lo}_T{hi}_pct_{k}": 100 * (rev[hi][f"mib_{k}"] / rev[lo][f"mib_{k}"]
                                                          - 1) for k in keys}
-    write_results(out, prov, mem_rows, summary, tables,
-                  sections={"time_rows": time_rows, "energy_rows": energy_rows})
-    log(f"wrote {out}")
-    return 0
+    return publish(out, prov, mem_rows, summary, tables,
+                   sections={"time_rows": time_rows, "energy_rows": energy_rows})
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import bench_trevsnn  # noqa: E402
 import claims  # noqa: E402
 
 from revsnn.bench.data import random_batches  # noqa: E402
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results  # noqa: E402
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table  # noqa: E402
 from revsnn.bench.setups import create, objective, supported_modes  # noqa: E402
 
 RANGES = ["2,4", "16,32", "32,64"]
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
                    choices=[*SECTIONS, "checks"])
     p.add_argument("--out", type=Path, default=None, help="folder of the results files")
     args = p.parse_args(argv)
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     kind = torch.device(args.device).type
     if kind == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on a GPU machine, or --device cpu --smoke")
@@ -137,14 +138,14 @@ def main(argv=None) -> int:
         if name == "checks":
             rows = equality_checks(SMOKE_CHECK_MODELS if args.smoke else CHECK_MODELS,
                                    args.device, 8 if args.smoke else 32, 2 if args.smoke else 8)
-            prov = provenance(args.device, {"tolerance": TOL, "smoke": args.smoke})
+            prov = provenance(args.device, {"tolerance": TOL, "smoke": args.smoke},
+                              command=command)
             text = table(rows, {"check": "check", "model": "model", "mode": "mode",
                                 "against": "against", "logits_rel": "logits rel. diff",
                                 "grad_rel_max": "max grad rel. diff", "ok": "within tol.",
                                 "error": "error"},
                          prov, fmt={"logits_rel": ".1e", "grad_rel_max": ".1e"})
-            print(text)
-            write_results(out / f"checks_{kind}.json", prov, rows, tables={"checks": text})
+            publish(out / f"checks_{kind}.json", prov, rows, tables={"checks": text})
         else:
             fn, full, smoke = SECTIONS[name]
             fn([*(smoke if args.smoke else full), "--device", args.device,

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from revsnn.bench.data import digits_images
-from revsnn.bench.measure import memory_columns, range_key
+from revsnn.bench.measure import memory_columns, memory_headers, range_key
 from revsnn.bench.memory import DEFAULT_RANGES, measure_training_step
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create, objective
 
 KEEP = ("model", "data", "memory_mode", "T", "batch_size", "epochs", "params", "final_test_acc",
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "main_job_cpu.json")
     args = p.parse_args(argv)
     run = args.run
-    command = "python benchmarks/main_job.py (runs `revsnn train`)"
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     if run is None:
         run = Path("runs") / f"main_job_{time.strftime('%Y%m%d-%H%M%S')}"
         subprocess.run([sys.executable, "-m", "revsnn.train", "--out", str(run)], check=True)
@@ -65,18 +65,14 @@ def main(argv=None) -> int:
     rev = next(m for m in modes if m["mode"] == "reversible")
     summary["memory_matches_train"] = (
         abs(rev[f"mib_{range_key(train_range)}"] - s["memory_mib_per_image"]) < 1e-9)
-    prov = provenance("cpu", {"run": str(run), "config": "revsnn train defaults "
-                              "(configs/digits_trevsnn.yaml)"}, command=command)
-    keys = [range_key(r) for r in ranges]
-    text = table(modes, {"mode": "mode", **{f"mib_{k}": f"MiB/img {k.replace('_', '→')}"
-                                            for k in keys},
-                         **{f"fixed_{k}": f"fixed MiB ({k.replace('_', '→')})" for k in keys}},
-                 prov, fmt={**{f"mib_{k}": ".4f" for k in keys}})
+    prov = provenance("cpu", {"run": str(run), "trained_by": "revsnn train" if args.run is None
+                              else "a finished run of revsnn train", "config":
+                              "revsnn train defaults (configs/digits_trevsnn.yaml)"},
+                      command=command)
+    text = table(modes, {"mode": "mode", **memory_headers(ranges)}, prov,
+                 fmt={f"mib_{range_key(r)}": ".4f" for r in ranges})
     print(json.dumps(summary, indent=1))
-    print(text)
-    write_results(args.out, prov, modes, summary, {"memory": text})
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return publish(args.out, prov, modes, summary, {"memory": text})
 
 
 if __name__ == "__main__":

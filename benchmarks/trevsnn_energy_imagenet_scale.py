@@ -24,7 +24,7 @@ import torch
 from revsnn.bench.data import digits_images
 from revsnn.bench.energy import E_AC_PJ
 from revsnn.bench.measure import energy
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create
 
 PAPER_MJ = {"trevsnn_small": 2.8}  # Hu et al. ICML 2024, ImageNet-1k, T = 4, 224 px
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path,
                    default=RESULTS_DIR / "trevsnn_energy_imagenet_scale_cpu.json")
     args = p.parse_args(argv)
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
     x, _ = digits_images(args.images, args.image, 3)
     paper_setting = (args.image, args.classes, args.T) == (224, 1000, 4)
@@ -67,17 +68,15 @@ def main(argv=None) -> int:
                if ("trevsnn_tiny_bptt", rule) in by and ("trevsnn_tiny", rule) in by}
     prov = provenance("cpu", {"images": args.images, "image": args.image,
                               "classes": args.classes, "T": args.T, "models": args.models,
-                              "data": "digits test images, resized", "weights": "init, seed 0"})
+                              "data": "digits test images, resized", "weights": "init, seed 0"},
+                      command=command)
     text = table(rows, {"model": "model", "rule": "rule", "energy_mj": "mJ/img",
                         "stem_mj": "stem mJ", "mac_mj": "MAC-counted mJ", "gmacs": "GMACs",
                         "gacs": "GACs", "rate": "mean rate", "vs_paper": "/ paper's 2.8 mJ",
                         "rate_for_paper": "rate for 2.8 mJ"}, prov,
                  fmt={"energy_mj": ".3f", "stem_mj": ".3f", "mac_mj": ".3f", "gmacs": ".3f",
                       "gacs": ".3f", "rate": ".3f", "rate_for_paper": ".3f"})
-    print(text)
-    write_results(args.out, prov, rows, summary, {"table": text})
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return publish(args.out, prov, rows, summary, {"table": text})
 
 
 if __name__ == "__main__":

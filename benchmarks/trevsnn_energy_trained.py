@@ -25,7 +25,7 @@ import torch
 
 from revsnn.bench.data import digits_images
 from revsnn.bench.measure import energy
-from revsnn.bench.results import RESULTS_DIR, provenance, table, write_results
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 
 RULES = ("strict", "linear_chain")
 PAIR = {"trevsnn": ("trevsnn_cifar", "reversible"), "bptt": ("trevsnn_cifar_bptt", "none")}
@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "trevsnn_energy_trained_cpu.json")
     args = p.parse_args(argv)
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(1)
     x, _ = digits_images(args.images)  # [n, 1, 8, 8], normalised as in training
     rows, runs = [], {}
@@ -73,14 +74,11 @@ def main(argv=None) -> int:
         out_summary[f"{kind}_test_acc"] = by[(kind, "strict")]["test_acc"]
         out_summary[f"{kind}_rate"] = by[(kind, "strict")]["rate"]
     prov = provenance("cpu", {"images": int(x.shape[0]), "runs": runs,
-                              "recipe": "revsnn train defaults"})
+                              "recipe": "revsnn train defaults"}, command=command)
     text = table(rows, {"model": "model", "rule": "rule", "energy_mj": "mJ/img", "macs": "MACs",
                         "acs": "ACs", "rate": "mean rate", "test_acc": "test acc %"}, prov,
                  fmt={"energy_mj": ".5f", "macs": ".4g", "acs": ".4g", "rate": ".3f"})
-    print(text)
-    write_results(args.out, prov, rows, out_summary, {"table": text})
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return publish(args.out, prov, rows, out_summary, {"table": text})
 
 
 if __name__ == "__main__":

@@ -18,15 +18,6 @@ from revsnn.reversible import RevCoupling, ReversibleSequence
 from revsnn.spiking import IF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add barrier waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _Branch(nn.Module):
     """F or G: conv + IF over [T, B, C, H, W] (time folded into the batch for the conv)."""
 

@@ -16,15 +16,6 @@ from revsnn.bench.memory import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add barrier waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tracker_counts_a_known_allocation_pattern_exactly():
     before = torch.empty(4096)  # exists before: neither its creation nor its release counts
     with AllocationTracker() as tr:

@@ -80,59 +80,44 @@ class Claim:
 _REVSNN = "RevSNN (Zhang & Zhang, AAAI 2024)"
 _TREV = "T-RevSNN (Hu et al., ICML 2024)"
 _PARA = "ParaRevSNN (Xu et al., AAAI 2026)"
+_TWIN = "(paper: vs the Spike-driven Transformer; here: vs its BPTT twin"
 _MEM = "less: {r_at}"
+REV37 = Setup("rev37", "revs_resnet37", "reversible")
+TREV_PAIR = (Setup("bptt", "trevsnn_tiny_bptt", "none"),
+             Setup("rev", "trevsnn_tiny", "reversible"))
+PARA_PAIR = (REV37, Setup("para37", "pararevsnn_resnet37", "reversible"))
 
 CLAIMS: Tuple[Claim, ...] = (
     Claim("revsresnet37-memory", _REVSNN,
           "RevSResNet37 needs less GPU memory per image in training than MS-ResNet34",
-          "3.79× less",
-          (Setup("ms34", "ms_resnet34", "none"), Setup("rev37", "revs_resnet37", "reversible")),
+          "3.79× less", (Setup("ms34", "ms_resnet34", "none"), REV37),
           (Ratio("r", "memory", "ms34", "rev37"),), _MEM),
     Claim("revsformer-memory", _REVSNN,
           "RevSFormer-4-384 needs less memory per image than Spikingformer-4-384", "3.00× less",
           (Setup("sf", "spikingformer_4_384", "none"),
            Setup("rsf", "revsformer_4_384", "reversible")),
           (Ratio("r", "memory", "sf", "rsf"),), _MEM),
-    Claim("trevsnn-memory", _TREV,
-          "T-RevSNN needs less training memory (paper: vs the Spike-driven Transformer; here: "
-          "vs its BPTT twin, all heads in the loss)", "8.6× less",
-          (Setup("bptt", "trevsnn_tiny_bptt", "none"),
-           Setup("rev", "trevsnn_tiny", "reversible")),
-          (Ratio("r", "memory", "bptt", "rev"),), _MEM),
-    Claim("trevsnn-time", _TREV,
-          "T-RevSNN trains faster (paper: vs the Spike-driven Transformer; here: vs its BPTT "
-          "twin)", "2.0× faster",
-          (Setup("bptt", "trevsnn_tiny_bptt", "none"),
-           Setup("rev", "trevsnn_tiny", "reversible")),
+    Claim("trevsnn-memory", _TREV, f"T-RevSNN needs less training memory {_TWIN}, all heads in "
+          "the loss)", "8.6× less", TREV_PAIR, (Ratio("r", "memory", "bptt", "rev"),), _MEM),
+    Claim("trevsnn-time", _TREV, f"T-RevSNN trains faster {_TWIN})", "2.0× faster", TREV_PAIR,
           (Ratio("r", "time", "rev", "bptt"),),
           "reversible step = {r:.2f}× the BPTT twin's ({clock}; wall {r_wall:.2f}×)"),
-    Claim("trevsnn-energy", _TREV,
-          "T-RevSNN needs less inference energy (paper: vs the Spike-driven Transformer; here: "
-          "vs its BPTT twin, untrained weights)", "1.6× less",
-          (Setup("bptt", "trevsnn_tiny_bptt", "none"),
-           Setup("rev", "trevsnn_tiny", "reversible")),
-          (Ratio("r", "energy", "bptt", "rev"),),
+    Claim("trevsnn-energy", _TREV, f"T-RevSNN needs less inference energy {_TWIN}, untrained "
+          "weights)", "1.6× less", TREV_PAIR, (Ratio("r", "energy", "bptt", "rev"),),
           "{r_linear_chain:.2f}× less (linear_chain); {r_strict:.2f}× (strict)"),
     Claim("pararevsnn37-time", _PARA,
           "ParaRevSNN-37 trains faster than RevSResNet37 (16-18% at 69-165 layers)",
-          "15.8% less (6.45 → 5.43 h)",
-          (Setup("rev37", "revs_resnet37", "reversible"),
-           Setup("para37", "pararevsnn_resnet37", "reversible")),
-          (Ratio("r", "time", "para37", "rev37"),),
+          "15.8% less (6.45 → 5.43 h)", PARA_PAIR, (Ratio("r", "time", "para37", "rev37"),),
           "{r_change} ({clock}; wall {r_wall:.2f}×)"),
-    Claim("pararevsnn37-memory", _PARA,
-          "ParaRevSNN-37 vs RevSResNet37 training memory per image", "1.15× (44.00 vs 38.13 MB)",
-          (Setup("rev37", "revs_resnet37", "reversible"),
-           Setup("para37", "pararevsnn_resnet37", "reversible")),
-          (Ratio("r", "memory", "para37", "rev37"),),
+    Claim("pararevsnn37-memory", _PARA, "ParaRevSNN-37 vs RevSResNet37 training memory per image",
+          "1.15× (44.00 vs 38.13 MB)", PARA_PAIR, (Ratio("r", "memory", "para37", "rev37"),),
           "{r_at}"),
     Claim("spikingjelly-ms-resnet34", "peer: SpikingJelly 2.0 memopt (level 1)",
           "SpikingJelly's MS-ResNet34 (same 21,282,122 parameters), plain and with memopt "
           "level 1, beside ours", "no published figure",
           (Setup("sj", "spikingjelly:ms_resnet34"),
            Setup("sj1", "spikingjelly:ms_resnet34+memopt1"),
-           Setup("ms34c", "ms_resnet34", "checkpoint"),
-           Setup("rev37", "revs_resnet37", "reversible")),
+           Setup("ms34c", "ms_resnet34", "checkpoint"), REV37),
           (Ratio("m", "memory", "sj1", "sj"), Ratio("t", "time", "sj1", "sj"),
            Ratio("ours", "memory", "sj1", "ms34c"), Ratio("rev", "memory", "sj1", "rev37")),
           "memopt1: {m_last:.2f}× plain's memory at {t:.2f}× its step; {ours_last:.2f}× our "

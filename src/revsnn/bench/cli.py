@@ -3,15 +3,19 @@
 ::
 
     revsnn bench memory --models revs_resnet21,revs_resnet37 --sweep depth \\
-        --memory-modes none,checkpoint,reversible --batch 4 --image-size 32 --out results/depth
+        --memory-modes none,checkpoint,reversible --ranges "2,4 16,32" --out results/depth
     revsnn bench memory --models trevsnn_tiny --sweep T --values 2,4,8 --out results/T
+    revsnn bench memory --models ms_resnet34,spikingjelly:ms_resnet34   # a peer beside ours
     revsnn bench speed  --models trevsnn_tiny --memory-modes none,reversible
     revsnn bench energy --models trevsnn_tiny --data digits --image-size 32
 
-Each model (per sweep value) is built once with ``revsnn.create_model(name, num_classes=...,
-T=..., memory_mode=...)`` and measured in every requested memory mode by
-``model.set_memory_mode``. Output: a markdown table on stdout, and with ``--out DIR`` the files
-``DIR/<kind>.csv``, ``DIR/<kind>.md`` and PNG plots (matplotlib: ``pip install revsnn[bench]``).
+Each model (per sweep value) is built once (``revsnn.bench.setups.create``: a registered model
+or a peer) and measured in every requested memory mode it supports, through the same calls as
+the benchmark scripts (``revsnn.bench.measure``): memory per image at every batch range with
+the batch-independent part; training and inference steps of the modes interleaved, process CPU
+and wall time of the same steps (CUDA events on a GPU); energy on one forward. Output: a
+markdown table on stdout, and with ``--out DIR`` the files ``DIR/<kind>.csv``, ``DIR/<kind>.md``
+and PNG plots (matplotlib: ``pip install revsnn[bench]``).
 Every row records device, torch version, dtype, batch, image size, T, depth and git commit.
 Progress goes to stderr.
 """

@@ -17,6 +17,7 @@ Two markers, both HTML comments, so they do not show when the markdown is render
       | model | ... |
       <!-- /table -->
 
+Markers inside fenced code blocks are examples and are ignored.
 ``python -m revsnn.bench.docnumbers`` reports every marked span that disagrees with its results
 file (exit 1); ``--write`` rewrites the spans from the files. The test suite runs the check.
 """
@@ -60,16 +61,25 @@ def doc_files(root: Path) -> List[Path]:
     return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.exists()]
 
 
+_FENCE = re.compile(r"^```.*?^```[^\n]*$", re.S | re.M)
+
+
+def _mask_fences(text: str) -> str:
+    """``text`` with fenced code blocks blanked (same offsets): examples are not markers."""
+    return _FENCE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
 def find_spans(doc: Path, text: Optional[str] = None) -> List[Span]:
-    """Every marked span of ``doc`` (in order)."""
+    """Every marked span of ``doc`` (in order), outside fenced code blocks."""
     text = doc.read_text() if text is None else text
+    masked = _mask_fences(text)
     spans = []
     for kind, rx in (("n", NUMBER), ("table", TABLE)):
-        for m in rx.finditer(text):
+        for m in rx.finditer(masked):
             spans.append(Span(doc, text.count("\n", 0, m.start()) + 1, kind, m["file"],
                               m["path"], m.groupdict().get("fmt"), m["text"], m.start("text"),
                               m.end("text")))
-    opened = text.count("<!-- table ") + len(re.findall(r"<!-- n ", text))
+    opened = masked.count("<!-- table ") + len(re.findall(r"<!-- n ", masked))
     if opened != len(spans):
         raise ValueError(f"{doc}: {opened - len(spans)} marker(s) without a matching close "
                          "(<!-- /n --> or <!-- /table -->) or with a malformed head")

@@ -30,11 +30,14 @@ from .timing import CLOCKS, MIN_REPEATS, time_steps
 
 __all__ = [
     "Settings",
+    "add_arguments",
     "energy",
     "memory",
     "memory_columns",
+    "memory_headers",
     "memory_rows",
     "range_key",
+    "settings_from",
     "step_times",
     "time_columns",
 ]
@@ -82,6 +85,35 @@ class Settings:
                               dtype)
 
 
+def add_arguments(p, time_batch: Optional[int] = 4) -> None:
+    """The options every benchmark script shares: ``--device``, ``--ranges``, ``--time-batch``
+    (unless ``time_batch`` is None), ``--repeats``, ``--threads``, ``--out``."""
+    from pathlib import Path
+
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--ranges", nargs="+", default=[",".join(map(str, r)) for r in DEFAULT_RANGES],
+                   help="memory batch ranges, e.g. 2,4 16,32")
+    if time_batch is not None:
+        p.add_argument("--time-batch", type=int, default=time_batch, help="step-time batch")
+    p.add_argument("--repeats", type=int, default=MIN_REPEATS, help="timed steps (>= 5)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="results file")
+
+
+def settings_from(args, **kwargs) -> Settings:
+    """:class:`Settings` from :func:`add_arguments`' options (``kwargs`` override); sets the
+    CPU thread count."""
+    torch.set_num_threads(args.threads)
+    try:
+        ranges = tuple(tuple(int(b) for b in r.split(",")) for r in args.ranges)
+    except ValueError as err:
+        raise SystemExit(f"--ranges look like 2,4 16,32; got {args.ranges}") from err
+    kw = dict(device=args.device, ranges=ranges, repeats=args.repeats, threads=args.threads)
+    if getattr(args, "time_batch", None) is not None:
+        kw["time_batch"] = args.time_batch
+    return Settings(**{**kw, **kwargs})
+
+
 def range_key(r: Sequence[int]) -> str:
     """Column suffix of a batch range: ``(2, 4) -> "2_4"``."""
     return "_".join(str(b) for b in r)
@@ -106,6 +138,13 @@ def memory_columns(r: Mapping[str, Any]) -> Dict[str, float]:
     out["saved_mib"] = r["saved_mib_per_image"]
     out["params_mib"] = r["params_mib"]
     return out
+
+
+def memory_headers(ranges: Sequence[Sequence[int]]) -> Dict[str, str]:
+    """Table headers of :func:`memory_columns`' slopes and fixed parts, range by range."""
+    arrows = {range_key(r): "→".join(map(str, r)) for r in ranges}
+    return {**{f"mib_{k}": f"MiB/img {a}" for k, a in arrows.items()},
+            **{f"fixed_{k}": f"fixed MiB ({a})" for k, a in arrows.items()}}
 
 
 def memory_rows(

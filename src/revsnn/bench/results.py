@@ -30,6 +30,7 @@ from .report import environment, markdown_table
 
 __all__ = [
     "RESULTS_DIR",
+    "publish",
     "caption",
     "command_line",
     "provenance",
@@ -136,6 +137,18 @@ def write_results(
            "tables": dict(tables or {}), **dict(sections or {})}
     path.write_text(json.dumps(_clean(doc), indent=1, ensure_ascii=False) + "\n")
     return path
+
+
+def publish(path: Union[str, Path], prov: Mapping[str, Any], *args: Any, **kwargs: Any) -> int:
+    """What a benchmark script ends with: print its tables, write its results file
+    (:func:`write_results`, same arguments), say where (on stderr); returns 0, the exit
+    status."""
+    tables = kwargs.get("tables", args[2] if len(args) > 2 else None)
+    for text in (tables or {}).values():
+        print(text + "\n")
+    out = write_results(path, prov, *args, **kwargs)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
 
 
 def read_results(path: Union[str, Path]) -> Dict[str, Any]:
