@@ -21,7 +21,7 @@ import torch
 from revsnn.bench import measure, report
 from revsnn.bench.peers import is_peer, peer_unavailable_reason
 from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
-from revsnn.bench.setups import create, in_modes, supported_modes
+from revsnn.bench.setups import create, family, in_modes, supported_modes
 
 MODELS = ("revs_resnet21,revs_resnet37,revs_resnet109,ms_resnet34,revsformer_2_384,"
           "revsformer_4_384,spikingformer_4_384,spikingjelly:ms_resnet34,"
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     text = table(rows, columns, prov)
     kind = torch.device(args.device).type
     out = args.out or RESULTS_DIR / f"revsnn_{kind}.json"
-    depth_rows = [r for r in rows if r["model"].startswith("revs_resnet")]
+    depth_rows = [r for r in rows if family(r["model"]) == "RevSResNet"]
     if depth_rows:
         png = report.plot_memory(depth_rows, "depth", ["mode"], s.ranges,
                                  out.with_name(f"revsnn_memory_vs_depth_{kind}.png"),

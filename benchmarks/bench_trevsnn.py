@@ -28,7 +28,7 @@ import torch
 from revsnn.bench import measure, report
 from revsnn.bench.data import digits_images
 from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
-from revsnn.bench.setups import create, in_modes
+from revsnn.bench.setups import create, in_modes, stored_columns
 
 RULES = ("strict", "linear_chain")
 
@@ -57,11 +57,11 @@ def main(argv=None) -> int:
         rev = create(args.model, T=T, memory_mode="reversible", device=s.device)
         bptt = create(args.model + "_bptt", T=T, device=s.device)
         rows = measure.memory_rows(rev, s, base={"T": T, "model": args.model}, log=log)
-        stored = rev.memory_summary().get("stored_columns", [])  # after the reversible step
+        stored = stored_columns(rev)  # of the last step measured: the reversible one
         for r in rows:
             r["kind"] = r["mode"]
             if r["mode"] == "reversible":
-                r["stored_columns"] = "/".join(map(str, stored)) or "none"
+                r["stored_columns"] = stored
         rows += [{**r, "kind": "bptt"} for r in measure.memory_rows(
             bptt, s, modes=["none"], base={"T": T, "model": args.model + "_bptt"}, log=log)]
         for r in rows:

@@ -1,7 +1,7 @@
 """Regenerate every CPU results file under docs/results/, then the numbers README.md and
 docs/*.md quote from them -- the one command to run after the code changes:
 
-    python benchmarks/run_all.py                      # everything (CPU, 1 thread; about an hour)
+    python benchmarks/run_all.py                      # everything (CPU, 1 thread; ~45 min)
     python benchmarks/run_all.py --only claims revsnn # some steps, then the docs
     python benchmarks/run_all.py --docs-only          # only rewrite the docs from the files
 

@@ -10,7 +10,14 @@ from torch import nn
 from revsnn.bench.data import digits_images, random_batches
 from revsnn.bench.energy import count_synops
 from revsnn.bench.peers import INSTALL_HINT, PeerUnavailable, create_peer, peer_unavailable_reason
-from revsnn.bench.setups import create, in_modes, objective, supported_modes
+from revsnn.bench.setups import (
+    create,
+    family,
+    in_modes,
+    objective,
+    stored_columns,
+    supported_modes,
+)
 from revsnn.reversible.mode import MemoryMode
 
 
@@ -27,6 +34,20 @@ def test_supported_modes_asks_the_model_and_restores_its_mode():
         supported_memory_modes = ("none", "reversible")
 
     assert supported_modes(Declared()) == [MemoryMode.NONE, MemoryMode.REVERSIBLE]
+
+
+def test_every_registered_model_has_a_family_and_stored_columns_come_from_the_engine():
+    import revsnn
+
+    assert all(family(name) for name in revsnn.list_models() if not name.startswith("bench_"))
+    assert family("trevsnn_tiny_bptt") == "T-RevSNN" and family("pararevsnn_resnet37") == (
+        "ParaRevSNN") and family("spikingjelly:ms_resnet34") == "SpikingJelly"
+    assert stored_columns(create("ms_resnet_test")) is None
+    m = create("trevsnn_test", T=3)
+    module, loss_fn = objective(m)
+    x, y = random_batches(3, 8, 10)(2)
+    loss_fn(module(x), y).backward()
+    assert stored_columns(m) == "none"  # float64 states: nothing stored at T = 3
 
 
 def test_in_modes_copies_the_same_weights_into_each_mode():

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import measure
 from .measure import Settings, range_key
-from .setups import create
+from .setups import create, stored_columns
 
 __all__ = ["CLAIMS", "TINY", "Claim", "Ratio", "Setup", "run_claims", "select", "tiny"]
 
@@ -173,9 +173,9 @@ class _Runner:
             model = self.build(st)
             r = measure.memory(model, self.s)
             cols = measure.memory_columns(r)
-            summary = getattr(model, "memory_summary", None)
-            if callable(summary):  # what a temporal-reversible engine stored
-                cols["stored_columns"] = "/".join(map(str, summary().get("stored_columns", [])))
+            stored = stored_columns(model)
+            if stored is not None:
+                cols["stored_columns"] = stored
             cols["params"] = sum(p.numel() for p in model.parameters())
             self.memory[key] = cols
             self.log(f"memory {st.label}: " + ", ".join(
@@ -236,8 +236,8 @@ def _details(claim: Claim, values: Dict[str, Dict[str, Any]], s: Settings) -> st
             slopes = " / ".join(f"{v['mib_' + k]:.2f}" for k in keys)
             fixed = " / ".join(f"{v['fixed_' + k]:.1f}" for k in keys)
             bits.append(f"{slopes} MiB/img, fixed {fixed} MiB")
-            if v.get("stored_columns") is not None and "trevsnn" in st.model:
-                bits.append(f"stored columns: {v['stored_columns'] or 'none'}")
+            if v.get("stored_columns") is not None:
+                bits.append(f"stored columns: {v['stored_columns']}")
         if "median_wall_ms" in v:
             bits.append(f"step {v['median_wall_ms']:.0f} ms wall / {v['median_cpu_ms']:.0f} ms CPU"
                         + (f" / {v['median_cuda_ms']:.1f} ms CUDA" if "median_cuda_ms" in v

@@ -18,7 +18,7 @@ metadata, only this module changes.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -26,7 +26,15 @@ from torch import nn
 from ..reversible.mode import MemoryMode
 from .peers import create_peer, is_peer
 
-__all__ = ["LABEL_SMOOTHING", "create", "in_modes", "objective", "supported_modes"]
+__all__ = [
+    "LABEL_SMOOTHING",
+    "create",
+    "family",
+    "in_modes",
+    "objective",
+    "stored_columns",
+    "supported_modes",
+]
 
 #: Label smoothing of the benchmark loss (the training recipes' value).
 LABEL_SMOOTHING = 0.1
@@ -91,6 +99,27 @@ def supported_modes(model: nn.Module) -> List[MemoryMode]:
     finally:
         model.set_memory_mode(current)
     return out
+
+
+#: Name prefix -> family, longest prefix first (until the registry records the family).
+_FAMILIES = (("pararevsnn_", "ParaRevSNN"), ("revs_resnet", "RevSResNet"),
+             ("revsformer_", "RevSFormer"), ("trevsnn_", "T-RevSNN"), ("ms_resnet", "MS-ResNet"),
+             ("spikingformer_", "Spikingformer"), ("spikingjelly:", "SpikingJelly"))
+
+
+def family(name: str) -> str:
+    """The family of a registered or peer model name ("" when unknown); ``*_bptt`` variants
+    belong to their family."""
+    return next((f for prefix, f in _FAMILIES if name.startswith(prefix)), "")
+
+
+def stored_columns(model: nn.Module) -> Optional[str]:
+    """What a temporal-reversible engine stored in its last training forward, as "2/5" or
+    "none"; ``None`` for a model without such an engine."""
+    summary = getattr(model, "memory_summary", None)
+    if not callable(summary):
+        return None
+    return "/".join(map(str, summary().get("stored_columns", []))) or "none"
 
 
 def in_modes(model: nn.Module, modes: Sequence[Union[str, MemoryMode]]) -> Dict[str, nn.Module]:
