@@ -1,125 +1,82 @@
-"""T-RevSNN inference energy at ImageNet scale (224 px, 1000 classes) under both spike-input
-conventions, to compare with the published 2.8 mJ per image (``trevsnn_small``, T = 4, Hu et al.
-ICML 2024) and to see which convention the paper's figure uses.
+"""T-RevSNN inference energy at ImageNet scale (224 px, 1000 classes, T = 4) under both
+spike-input conventions, against the published 2.8 mJ per image (``trevsnn_small``, Hu et al.
+ICML 2024); writes ``docs/results/trevsnn_energy_imagenet_scale_cpu.json``.
 
-Counts synaptic operations of one eval forward (``revsnn.bench.energy.count_synops``, E = 4.6 pJ
-MAC + 0.9 pJ AC) on a few real images -- the first ``--images`` scikit-learn digits, normalised,
-resized to ``--image`` px, 3 channels (``bench_trevsnn.digits_images``) -- with the weights at
-initialisation (seed 0), under
+One eval forward (``revsnn.bench.measure.energy``, E = 4.6 pJ MAC + 0.9 pJ AC) on the first
+``--images`` digits test images (normalised as in training, resized to 224 px, 3 channels),
+weights at initialisation (seed 0): only the order of magnitude compares with the paper. The
+energy of the MAC-counted operations does not depend on firing rates, so for the paper's model
+the script also gives ``rate_for_paper``: the mean rate over the AC-counted dense operations that
+would give exactly 2.8 mJ (none when the MAC part alone exceeds it).
 
-- ``strict`` (DESIGN.md §5): ACs only for layers whose input is binary, so pw1 in
-  ``pw1(dw1(S(z)))`` (fed by dw1's real-valued output) counts MACs;
-- ``linear_chain``: also layers fed directly by a layer that counted ACs, at the rate of the
-  spikes that started the chain (SOPs = rate x FLOPs for every layer fed by spikes through
-  purely linear layers, the convention of published SNN energy figures).
-
-Untrained firing rates differ from trained ones, so only the order of magnitude is comparable
-with the paper. The energy of the MAC-counted layers (the stem, and pw1 under ``strict``) does
-not depend on firing rates, so for every rule the script also prints ``rate_for_paper``: the
-mean firing rate over the AC-counted dense ops that would give exactly the published energy,
-``(E_paper - E_MAC-layers) / (E_AC * dense ops counted as ACs)`` -- a rule whose MAC layers
-alone exceed the published figure cannot reproduce it at any firing rate.
-
-    python benchmarks/trevsnn_energy_imagenet_scale.py                  # small, tiny, tiny_bptt
-    python benchmarks/trevsnn_energy_imagenet_scale.py --models trevsnn_small --images 4
+    python benchmarks/trevsnn_energy_imagenet_scale.py
+    python benchmarks/trevsnn_energy_imagenet_scale.py --models trevsnn_small --images 2
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from typing import Any, Dict, List, Optional
+from pathlib import Path
 
 import torch
-from bench_trevsnn import ENERGY_RULES, digits_images, energy_of, energy_rules
 
-import revsnn
+from revsnn.bench.data import digits_images
 from revsnn.bench.energy import E_AC_PJ
-from revsnn.bench.report import environment, markdown_table
+from revsnn.bench.measure import energy
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
+from revsnn.bench.setups import create
 
 PAPER_MJ = {"trevsnn_small": 2.8}  # Hu et al. ICML 2024, ImageNet-1k, T = 4, 224 px
+RULES = ("strict", "linear_chain")
 
 
-def measure(name: str, x: torch.Tensor, args: argparse.Namespace) -> List[Dict[str, Any]]:
-    torch.manual_seed(args.seed)
-    model = revsnn.create_model(name, num_classes=args.classes, T=args.T,
-                                in_channels=x.shape[1])
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    rows = []
-    for rule in energy_rules(args.energy_rule):
-        t0 = time.perf_counter()
-        e = energy_of(model, x, rule)
-        seconds = time.perf_counter() - t0
-        published = (args.image, args.classes, args.T) == (224, 1000, 4)  # the paper's setting
-        paper = PAPER_MJ.get(name) if published else None
-        rate_for_paper: Any = ""
-        if paper is not None:  # firing rate over the AC-counted ops that gives the paper's mJ
-            rest = paper - e["mac_mj"]
-            rate_for_paper = rest / (E_AC_PJ * e["ac_dense_ops"] * 1e-9) if rest > 0 else "none"
-        rows.append({
-            "model": name, "rule": e["rule"], "params_M": params,
-            "energy_mj": e["energy_mj"], "stem_mj": e["stem_mj"],
-            "stem_share": e["stem_mj"] / e["energy_mj"], "mac_layers_mj": e["mac_mj"],
-            "GMACs": e["macs"] / 1e9, "GACs": e["acs"] / 1e9,
-            "ac_dense_G": e["ac_dense_ops"] / 1e9, "spike_rate": e["spike_rate"],
-            "chained_layers": e["chained_layers"],
-            "vs_paper": "" if paper is None else e["energy_mj"] / paper,
-            "rate_for_paper": rate_for_paper, "count_s": seconds,
-        })
-        print(f"  {name} [{e['rule']}]: {e['energy_mj']:.3f} mJ/img (stem {e['stem_mj']:.3f}, "
-              f"MAC layers {e['mac_mj']:.3f}, MACs {e['macs'] / 1e9:.3f} G, ACs "
-              f"{e['acs'] / 1e9:.3f} G of {e['ac_dense_ops'] / 1e9:.3f} G dense, spike rate "
-              f"{e['spike_rate']:.3f}) in {seconds:.0f} s", flush=True)
-    return rows
-
-
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+",
                    default=["trevsnn_small", "trevsnn_tiny", "trevsnn_tiny_bptt"])
-    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--images", type=int, default=4)
     p.add_argument("--image", type=int, default=224)
     p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--images", type=int, default=2, help="real images for the firing rates")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--energy-rule", default="both", choices=[*ENERGY_RULES, "both"],
-                   help="spike-input convention: strict (DESIGN.md §5), linear_chain "
-                        "(published SNN convention) or both")
+    p.add_argument("--T", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
+    p.add_argument("--out", type=Path,
+                   default=RESULTS_DIR / "trevsnn_energy_imagenet_scale_cpu.json")
     args = p.parse_args(argv)
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
-    env = environment(torch.device("cpu"), torch.float32)
-    print(f"# {env} threads={args.threads} image={args.image} T={args.T} "
-          f"classes={args.classes} images={args.images} (digits, untrained, seed {args.seed})",
-          flush=True)
-    x = digits_images(args.images, args.image, 3)
-    rows: List[Dict[str, Any]] = []
+    x, _ = digits_images(args.images, args.image, 3)
+    paper_setting = (args.image, args.classes, args.T) == (224, 1000, 4)
+    rows = []
     for name in args.models:
-        rows += measure(name, x, args)
+        model = create(name, num_classes=args.classes, T=args.T)
+        for rule, e in energy(model, x, RULES).items():
+            paper = PAPER_MJ.get(name) if paper_setting else None
+            rest = None if paper is None else paper - e["mac_mj"]
+            rows.append({"model": name, "rule": rule, "energy_mj": e["energy_mj_per_image"],
+                         "stem_mj": e["stem_mj"], "mac_mj": e["mac_mj"],
+                         "gmacs": e["macs_per_image"] / 1e9, "gacs": e["acs_per_image"] / 1e9,
+                         "rate": e["mean_firing_rate"], "vs_paper": (
+                             None if paper is None else e["energy_mj_per_image"] / paper),
+                         "rate_for_paper": None if rest is None else (
+                             rest / (E_AC_PJ * e["ac_dense_ops"] * 1e-9) if rest > 0 else "none")})
+            print(f"{name} [{rule}]: {e['energy_mj_per_image']:.3f} mJ/img", file=sys.stderr)
+        del model
     by = {(r["model"], r["rule"]): r["energy_mj"] for r in rows}
-    for rule in energy_rules(args.energy_rule):
-        for base in ("trevsnn_tiny", "trevsnn_cifar"):
-            if (base, rule) in by and (base + "_bptt", rule) in by:
-                print(f"[{rule}] {base}_bptt / {base}: "
-                      f"{by[(base + '_bptt', rule)] / by[(base, rule)]:.2f}x (goal 1.6x)")
-    for r in rows:
-        if r["vs_paper"] != "":
-            need = r["rate_for_paper"]
-            need = ("no firing rate can match (MAC layers alone exceed it)" if need == "none"
-                    else f"mean rate {need:.3f} over AC-counted ops would match"
-                    + (" (impossible: > 1)" if need > 1 else ""))
-            print(f"[{r['rule']}] {r['model']}: {r['energy_mj']:.3f} mJ/img vs paper "
-                  f"{PAPER_MJ[r['model']]} mJ ({r['vs_paper']:.2f}x); MAC layers "
-                  f"{r['mac_layers_mj']:.3f} mJ; {need}")
-    print()
-    print(markdown_table(rows, list(rows[0])))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"env": env, "args": vars(args), "rows": rows}, fh, indent=1, default=str)
-    return 0
+    summary = {f"bptt_over_tiny_{rule}": by[("trevsnn_tiny_bptt", rule)]
+               / by[("trevsnn_tiny", rule)] for rule in RULES
+               if ("trevsnn_tiny_bptt", rule) in by and ("trevsnn_tiny", rule) in by}
+    prov = provenance("cpu", {"images": args.images, "image": args.image,
+                              "classes": args.classes, "T": args.T, "models": args.models,
+                              "data": "digits test images, resized", "weights": "init, seed 0"},
+                      command=command)
+    text = table(rows, {"model": "model", "rule": "rule", "energy_mj": "mJ/img",
+                        "stem_mj": "stem mJ", "mac_mj": "MAC-counted mJ", "gmacs": "GMACs",
+                        "gacs": "GACs", "rate": "mean rate", "vs_paper": "/ paper's 2.8 mJ",
+                        "rate_for_paper": "rate for 2.8 mJ"}, prov,
+                 fmt={"energy_mj": ".3f", "stem_mj": ".3f", "mac_mj": ".3f", "gmacs": ".3f",
+                      "gacs": ".3f", "rate": ".3f", "rate_for_paper": ".3f"})
+    return publish(args.out, prov, rows, summary, {"table": text})
 
 
 if __name__ == "__main__":

@@ -1,124 +1,85 @@
-"""T-RevSNN inference energy with trained weights, against its BPTT twin, on real data.
+"""T-RevSNN inference energy with trained weights against its BPTT twin, on real data; writes
+``docs/results/trevsnn_energy_trained_cpu.json``.
 
-Trains ``trevsnn_cifar`` (REVERSIBLE) and ``trevsnn_cifar_bptt`` (plain BPTT, every spike a
-multi-step LIF, the image repeated over T) with the main job's recipe (``revsnn train`` defaults:
-scikit-learn digits, fixed stratified split, same epochs, seed and optimiser) -- or loads
-``--checkpoints`` written by ``revsnn train`` -- and then counts synaptic operations of one
-inference forward on the first ``--images`` test images, normalised exactly as in training
-(``revsnn.bench.energy.count_synops``: MACs for real-valued inputs, ACs = firing rate x dense
-operations for spike inputs, E = 4.6 pJ MAC + 0.9 pJ AC). Prints accuracy, energy per image,
-MACs, ACs and mean firing rate of both, the ratio, and the share of the layers counted as MACs.
-``--energy-rule``: ``strict`` (DESIGN.md §5: ACs only for binary inputs), ``linear_chain`` (also
-a layer fed directly by a spike-fed layer, e.g. pw1 in ``pw1(dw1(S(z)))``: the SOP convention
-of published SNN energy figures) or ``both`` (default, the same trained weights); every line
-names its rule.
+``trevsnn_cifar`` (reversible; the main job) and ``trevsnn_cifar_bptt`` (plain BPTT, every spike
+a multi-step LIF, the image repeated over T) are trained with the main job's recipe
+(``revsnn train`` defaults; only ``--model`` and ``--memory-mode`` differ) -- or taken from
+finished runs -- and one eval forward on the first ``--images`` digits test images, normalised
+as in training, is counted under both spike-input conventions (``revsnn.bench.measure.energy``,
+E = 4.6 pJ MAC + 0.9 pJ AC).
 
-    python benchmarks/trevsnn_energy_trained.py                      # train both (CPU, minutes)
-    python benchmarks/trevsnn_energy_trained.py --T 8 --energy-rule linear_chain
-    python benchmarks/trevsnn_energy_trained.py --checkpoints runs/a runs/b
+    python benchmarks/trevsnn_energy_trained.py                          # trains both (~5 min)
+    python benchmarks/trevsnn_energy_trained.py --trevsnn-run runs/main_job_X   # trains one
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
 
 import torch
 
-from revsnn.bench.energy import count_synops
-from revsnn.train.build import build_data, build_model
-from revsnn.train.checkpoint import load_checkpoint, load_model_state
-from revsnn.train.config import TrainConfig, apply_overrides
-from revsnn.train.loop import _inputs, run_training
+from revsnn.bench.data import digits_images
+from revsnn.bench.measure import energy
+from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 
-PAIR = ("trevsnn_cifar", "trevsnn_cifar_bptt")
-ENERGY_RULES = ("strict", "linear_chain")  # revsnn.bench.energy.SpikeInput values
+RULES = ("strict", "linear_chain")
+PAIR = {"trevsnn": ("trevsnn_cifar", "reversible"), "bptt": ("trevsnn_cifar_bptt", "none")}
 
 
-def _trained(name: str, args: argparse.Namespace, ck: Optional[str]):
-    if ck is not None:
-        data = load_checkpoint(ck)
-        cfg = TrainConfig.from_dict(dict(data["config"]))
-        bundle = build_data(cfg)
-        model = build_model(cfg, bundle.info)
-        load_model_state(model, data["model"], data["path"])
-        acc = None
-    else:
-        overrides: Dict[str, Any] = {
-            "model": name, "T": args.T, "seed": args.seed,
-            "memory_mode": "reversible" if name == PAIR[0] else "none",
-            "out": str(Path(args.out) / name),
-        }
-        if args.epochs is not None:
-            overrides["epochs"] = args.epochs
-        cfg = apply_overrides(TrainConfig(), overrides)
-        t = time.time()
-        summary, model = run_training(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-        acc = summary["final_test_acc"]
-        print(f"[energy] trained {name}: {acc:.2f}% in {time.time() - t:.0f} s", file=sys.stderr)
-        bundle = build_data(cfg)
-    return model.cpu(), bundle, acc
+def trained(kind: str, run) -> tuple:
+    """(model with the run's final weights, summary) -- training the run first if needed."""
+    from revsnn.train.build import build_data, build_model
+    from revsnn.train.checkpoint import load_checkpoint, load_model_state
+    from revsnn.train.config import TrainConfig
+
+    if run is None:
+        name, mode = PAIR[kind]
+        run = Path("runs") / f"energy_{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        subprocess.run([sys.executable, "-m", "revsnn.train", "--model", name, "--memory-mode",
+                        mode, "--out", str(run)], check=True)
+    ck = load_checkpoint(Path(run) / "checkpoint.pt")
+    cfg = TrainConfig.from_dict(dict(ck["config"]))
+    model = build_model(cfg, build_data(cfg).info)
+    load_model_state(model, ck["model"], ck["path"])
+    return model.eval(), json.loads((Path(run) / "summary.json").read_text()), str(run)
 
 
-def _report(name: str, model, bundle, n: int, rule: str) -> Dict[str, Any]:
-    test = bundle.test
-    from revsnn.data import Loader
-
-    batch = next(iter(Loader(test, n, False)))
-    x, _ = _inputs(bundle, batch, None, train=False)
-    rep = count_synops(model, x, batch_size=x.shape[0], spike_input=rule)
-    rows = rep.rows()
-    spiking = [r["firing_rate"] for r in rows if r["spiking_input"]]  # binary inputs only
-    mac = sum(r["energy_mj_per_image"] for r in rows
-              if not (r["spiking_input"] or r["chained"]))
-    return {
-        "model": name, "rule": rep.spike_input.value, "energy_mj": rep.energy_mj,
-        "macs": rep.macs, "acs": rep.acs, "mean_rate": sum(spiking) / max(len(spiking), 1),
-        "non_spiking_mj": mac, "chained_layers": sum(1 for r in rows if r["chained"]),
-        "images": int(x.shape[0]),
-    }
-
-
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--T", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=None, help="default: the main job's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images", type=int, default=256, help="test images for the firing rates")
-    p.add_argument("--checkpoints", nargs=2, default=None, metavar=("TREVSNN", "BPTT"))
-    p.add_argument("--out", default="runs/energy_trained")
-    p.add_argument("--energy-rule", default="both", choices=[*ENERGY_RULES, "both"],
-                   help="spike-input convention of the energy count: strict (DESIGN.md §5), "
-                        "linear_chain (published SNN convention) or both")
-    p.add_argument("--json", default=None)
+    p.add_argument("--trevsnn-run", type=Path, default=None, help="finished trevsnn_cifar run")
+    p.add_argument("--bptt-run", type=Path, default=None, help="finished trevsnn_cifar_bptt run")
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "trevsnn_energy_trained_cpu.json")
     args = p.parse_args(argv)
+    command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(1)
-    rules = list(ENERGY_RULES) if args.energy_rule == "both" else [args.energy_rule]
-    res: Dict[str, List[Dict[str, Any]]] = {rule: [] for rule in rules}
-    for i, name in enumerate(PAIR):
-        ck = args.checkpoints[i] if args.checkpoints else None
-        model, bundle, acc = _trained(name, args, ck)
-        for rule in rules:
-            r = _report(name, model, bundle, args.images, rule)
-            r["test_acc"] = acc
-            res[rule].append(r)
-            print(f"[{rule}] {name}: {r['energy_mj']:.5f} mJ/img (MACs {r['macs']:.4g}, ACs "
-                  f"{r['acs']:.4g}, mean firing rate {r['mean_rate']:.3f}, MAC-counted layers "
-                  f"{r['non_spiking_mj']:.5f} mJ, {r['chained_layers']} chained layers), test acc "
-                  f"{'n/a' if acc is None else f'{acc:.2f}%'}", flush=True)
-    ratios = {rule: rows[1]["energy_mj"] / rows[0]["energy_mj"] for rule, rows in res.items()}
-    for rule, ratio in ratios.items():
-        print(f"[{rule}] energy ratio bptt / T-RevSNN: {ratio:.2f}x (paper 1.6x), T={args.T}, "
-              f"{res[rule][0]['images']} digits test images, torch {torch.__version__}, CPU")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"ratios": ratios, "rows": [r for rows in res.values() for r in rows]}, indent=2))
-    return 0
+    x, _ = digits_images(args.images)  # [n, 1, 8, 8], normalised as in training
+    rows, runs = [], {}
+    for kind, run in (("trevsnn", args.trevsnn_run), ("bptt", args.bptt_run)):
+        model, summary, runs[kind] = trained(kind, run)
+        for rule, e in energy(model, x, RULES).items():
+            rows.append({"kind": kind, "model": summary["model"], "rule": rule,
+                         "energy_mj": e["energy_mj_per_image"], "macs": e["macs_per_image"],
+                         "acs": e["acs_per_image"], "rate": e["mean_firing_rate"],
+                         "mac_mj": e["mac_mj"], "test_acc": summary["final_test_acc"]})
+    by = {(r["kind"], r["rule"]): r for r in rows}
+    out_summary = {f"bptt_over_trevsnn_{rule}": by[("bptt", rule)]["energy_mj"]
+                   / by[("trevsnn", rule)]["energy_mj"] for rule in RULES}
+    for kind in PAIR:
+        out_summary[f"{kind}_test_acc"] = by[(kind, "strict")]["test_acc"]
+        out_summary[f"{kind}_rate"] = by[(kind, "strict")]["rate"]
+    prov = provenance("cpu", {"images": int(x.shape[0]), "runs": runs,
+                              "recipe": "revsnn train defaults"}, command=command)
+    text = table(rows, {"model": "model", "rule": "rule", "energy_mj": "mJ/img", "macs": "MACs",
+                        "acs": "ACs", "rate": "mean rate", "test_acc": "test acc %"}, prov,
+                 fmt={"energy_mj": ".5f", "macs": ".4g", "acs": ".4g", "rate": ".3f"})
+    return publish(args.out, prov, rows, out_summary, {"table": text})
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -19,15 +19,6 @@ from revsnn.reversible import RevCoupling, ReversibleSequence
 from revsnn.spiking import IF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add barrier waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _Branch(nn.Module):
     """F or G: conv + IF over [T, B, C, H, W] (time folded into the batch for the conv)."""
 
@@ -75,17 +66,21 @@ COMMON = ["--batch", "2", "--image-size", "5", "--num-classes", "3"]
 def test_memory_depth_sweep_writes_files_and_reversible_is_flat(tmp_path, capsys):
     out = tmp_path / "depth"
     rc = main(["memory", "--models", "bench_test_rev1,bench_test_rev4", "--sweep", "depth",
-               "--memory-modes", "none,reversible", "--T", "2", *COMMON, "--out", str(out)])
+               "--memory-modes", "none,reversible", "--T", "2", *COMMON, "--ranges", "1,2 2,4",
+               "--out", str(out)])
     assert rc == 0
     stdout = capsys.readouterr().out
-    assert "| model | depth | T | batch | memory_mode | mib_per_image" in stdout
+    assert ("| model | depth | T | memory_mode | mib_1_2 | mib_2_4 | fixed_1_2 | fixed_2_4 |"
+            in stdout)
     rows = report.read_csv(out / "memory.csv")
     assert len(rows) == 4
     for r in rows:
         for key in ("device", "torch", "dtype", "batch", "image_size", "T", "depth", "commit"):
             assert r[key] != "", key
         assert r["torch"] == torch.__version__ and r["dtype"] == "float32"
-    mem = {(int(r["depth"]), r["memory_mode"]): float(r["mib_per_image"]) for r in rows}
+        # the headline column is the first range's slope
+        assert float(r["mib_per_image"]) == float(r["mib_1_2"])
+    mem = {(int(r["depth"]), r["memory_mode"]): float(r["mib_2_4"]) for r in rows}
     # none stores every block's activations: grows with depth; reversible keeps only the output
     assert mem[(4, "none")] > mem[(1, "none")] * 1.5
     assert mem[(4, "reversible")] < mem[(4, "none")]
@@ -101,7 +96,7 @@ def test_speed_and_energy_over_a_T_sweep(tmp_path):
                  "--repeats", "5", "--warmup", "1", "--T", "1", *COMMON, "--out", str(out)]) == 0
     speed = report.read_csv(out / "speed.csv")
     assert [r["memory_mode"] for r in speed] == ["checkpoint", "none"]
-    assert all(r["ratio_baseline"] == "none" for r in speed)
+    assert all(r["ratio_baseline"] == "none" and r["clock"] == "cpu" for r in speed)
     assert float(speed[1]["train_time_ratio"]) == 1.0
     ratio = float(speed[0]["train_ms_per_step"]) / float(speed[1]["train_ms_per_step"])
     assert float(speed[0]["train_time_ratio"]) == pytest.approx(ratio)
@@ -143,21 +138,40 @@ def test_python_dash_m_entry_point_prints_help():
     assert "--memory-modes" in r.stdout and "{memory,speed,energy}" in r.stdout
 
 
-def test_timing_helpers_restore_the_model_and_enforce_the_rules():
-    from revsnn.bench.timing import ratios, time_inference, time_training_step
+def test_time_steps_records_both_clocks_of_the_same_steps_and_never_trains_the_model():
+    from revsnn.bench.timing import ratios, time_steps
 
     torch.manual_seed(0)
     m = _TinyRev(depth=1, num_classes=3, T=1)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     x, y = torch.randn(2, 3, 4, 4), torch.tensor([0, 2])
-    r = time_training_step(m, (x, y), warmup=1, repeats=5)
-    assert len(r["times_s"]) == 5 and r["median_s"] == sorted(r["times_s"])[2]
-    assert r["ms_per_image"] == pytest.approx(r["ms_per_step"] / 2)
+    order = []
+
+    class _Spy(nn.Module):  # records the order in which the set-ups run
+        def __init__(self, name: str, inner: nn.Module) -> None:
+            super().__init__()
+            self.name, self.inner = name, inner
+
+        def forward(self, x):
+            order.append(self.name)
+            return self.inner(x)
+
+    r = time_steps({"a": _Spy("a", m), "b": _Spy("b", m)}, (x, y), warmup=1, repeats=5)
+    # interleaved step by step: a, b, a, b, ... (1 warm-up + 5 timed each)
+    assert order == ["a", "b"] * 6
+    for name in ("a", "b"):
+        assert len(r[name]["wall_ms"]) == len(r[name]["cpu_ms"]) == 5
+        assert r[name]["median_cpu_ms"] == sorted(r[name]["cpu_ms"])[2]
+        assert r[name]["clock"] == "cpu_ms" and r[name]["ms"] == r[name]["median_cpu_ms"]
+        assert r[name]["ms_per_image"] == pytest.approx(r[name]["ms"] / 2)
+        assert "cuda_ms" not in r[name]
+    # the timed copies trained; the given model did not
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
     assert all(p.grad is None for p in m.parameters())
-    assert time_inference(m, x, warmup=0, repeats=5)["batch"] == 2
+    inf = time_steps({"m": m}, (x, y), train=False, warmup=0, repeats=5)["m"]
+    assert inf["train"] is False and inf["batch"] == 2
     with pytest.raises(ValueError, match=">= 5"):
-        time_inference(m, x, repeats=3)
+        time_steps({"m": m}, (x, y), repeats=3)
     assert ratios({"none": 2.0, "reversible": 3.0}, "none") == {"none": 1.0, "reversible": 1.5}
     with pytest.raises(ValueError, match="baseline"):
         ratios({"none": 2.0}, "checkpoint")

@@ -9,15 +9,6 @@ from torch import nn
 from revsnn.bench.energy import E_AC_PJ, E_MAC_PJ, SpikeInput, count_synops, dense_ops
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add barrier waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _spikes(shape, every: int) -> torch.Tensor:
     """A known pattern: every `every`-th element fires."""
     n = int(torch.tensor(shape).prod())
@@ -124,10 +115,10 @@ def test_energy_constants_are_overridable_and_model_mode_is_restored():
 
 
 def test_matches_spikingjelly_synop_counter_when_installed():
-    op_counter = pytest.importorskip(
-        "spikingjelly.activation_based.op_counter",
-        reason="spikingjelly 2.0 not installed (pip install --no-deps spikingjelly loguru)",
-    )
+    from revsnn.bench.peers import INSTALL_HINT
+
+    op_counter = pytest.importorskip("spikingjelly.activation_based.op_counter",
+                                     reason=f"SpikingJelly 2.0 not installed: {INSTALL_HINT}")
     if not hasattr(op_counter, "SynOpCounter") or not hasattr(op_counter, "DispatchCounterMode"):
         pytest.skip("this spikingjelly has no SynOpCounter / DispatchCounterMode")
     # 1x1 convs and linears: rate x dense ops equals the exact per-spike fan-out count

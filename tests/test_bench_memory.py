@@ -16,15 +16,6 @@ from revsnn.bench.memory import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: intra-op threads only add barrier waits."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_tracker_counts_a_known_allocation_pattern_exactly():
     before = torch.empty(4096)  # exists before: neither its creation nor its release counts
     with AllocationTracker() as tr:
@@ -149,6 +140,49 @@ def test_checkpointing_lowers_measured_memory_and_model_is_restored():
     assert tensor_bytes(plain.parameters()) == round(r_plain["params_mib"] * MIB)
 
 
+def test_two_ranges_give_the_slope_and_the_batch_independent_part_exactly():
+    d = 512
+    r = measure_training_step(
+        _Scale(d), lambda B: (torch.randn(B, d), torch.zeros(B)), loss_fn=lambda o, t: o.sum(),
+        ranges=((2, 4), (16, 32)),
+    )
+    # peak(B) = out [B, d] + grad*x [B, d] ... see above: 4*B*d + 4*d + 8 bytes, so the slope is
+    # 4d per image at both ranges and the intercept (with .grad pre-allocated) is the [d]
+    # reduction of the weight's gradient plus the two scalars: 4d + 8 bytes.
+    assert [g["batches"] for g in r["ranges"]] == [[2, 4], [16, 32]]
+    for g in r["ranges"]:
+        assert g["mib_per_image"] * MIB == pytest.approx(4 * d, abs=1e-6)
+        assert g["fixed_mib"] * MIB == pytest.approx(4 * d + 8, abs=1e-6)
+        assert [round(p * MIB) for p in g["peak_mib"]] == [
+            4 * B * d + 4 * d + 8 for B in g["batches"]]
+    assert r["fixed_mib"] == r["ranges"][0]["fixed_mib"]
+    assert r["batches"] == [2, 4] and len(r["saved_mib"]) == 2  # saved: first range only
+    assert r["peak_mib_per_image"] * MIB == pytest.approx((4 * 32 * d + 4 * d + 8) / 32)
+
+
+def test_a_peak_that_moves_with_the_batch_shows_in_the_two_ranges():
+    """A batch-independent temporary (a weight-sized buffer) sets the peak at small batches and
+    the activations at large ones: the small range sees a small slope and a large fixed part."""
+    d, big = 256, 64 * 1024  # big: 256 KiB, bigger than the activations below batch 64
+
+    class _Workspace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(d))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tmp = torch.empty(big)  # a batch-independent temporary, freed at once
+            del tmp
+            return x * self.w
+
+    r = measure_training_step(_Workspace(), lambda B: (torch.randn(B, d), torch.zeros(B)),
+                              loss_fn=lambda o, t: o.sum(), ranges=((1, 2), (256, 512)))
+    small, large = r["ranges"]
+    assert small["mib_per_image"] == 0 and small["fixed_mib"] * MIB == 4 * big
+    assert large["mib_per_image"] * MIB == pytest.approx(4 * d)
+    assert large["fixed_mib"] * MIB == pytest.approx(4 * d + 8)
+
+
 def test_measure_training_step_rejects_bad_batches():
     with pytest.raises(ValueError, match="two distinct"):
         measure_training_step(
@@ -156,3 +190,6 @@ def test_measure_training_step_rejects_bad_batches():
         )
     with pytest.raises(TypeError, match="pair"):
         measure_training_step(_Scale(4), lambda B: torch.randn(B, 4), batches=(1, 2))
+    with pytest.raises(ValueError, match="distinct"):
+        measure_training_step(_Scale(4), lambda B: (torch.randn(B, 4), torch.zeros(B)),
+                              ranges=((2, 4), (8, 8)))

@@ -3,15 +3,19 @@
 ::
 
     revsnn bench memory --models revs_resnet21,revs_resnet37 --sweep depth \\
-        --memory-modes none,checkpoint,reversible --batch 4 --image-size 32 --out results/depth
+        --memory-modes none,checkpoint,reversible --ranges "2,4 16,32" --out results/depth
     revsnn bench memory --models trevsnn_tiny --sweep T --values 2,4,8 --out results/T
+    revsnn bench memory --models ms_resnet34,spikingjelly:ms_resnet34   # a peer beside ours
     revsnn bench speed  --models trevsnn_tiny --memory-modes none,reversible
     revsnn bench energy --models trevsnn_tiny --data digits --image-size 32
 
-Each model (per sweep value) is built once with ``revsnn.create_model(name, num_classes=...,
-T=..., memory_mode=...)`` and measured in every requested memory mode by
-``model.set_memory_mode``. Output: a markdown table on stdout, and with ``--out DIR`` the files
-``DIR/<kind>.csv``, ``DIR/<kind>.md`` and PNG plots (matplotlib: ``pip install revsnn[bench]``).
+Each model (per sweep value) is built once (``revsnn.bench.setups.create``: a registered model
+or a peer) and measured in every requested memory mode it supports, through the same calls as
+the benchmark scripts (``revsnn.bench.measure``): memory per image at every batch range with
+the batch-independent part; training and inference steps of the modes interleaved, process CPU
+and wall time of the same steps (CUDA events on a GPU); energy on one forward. Output: a
+markdown table on stdout, and with ``--out DIR`` the files ``DIR/<kind>.csv``, ``DIR/<kind>.md``
+and PNG plots (matplotlib: ``pip install revsnn[bench]``).
 Every row records device, torch version, dtype, batch, image size, T, depth and git commit.
 Progress goes to stderr.
 """
@@ -23,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -31,8 +35,11 @@ from torch import nn
 from ..reversible.mode import MemoryMode
 from . import report
 from .energy import E_AC_PJ, E_MAC_PJ, SpikeInput, count_synops
-from .memory import measure_training_step
-from .timing import MIN_REPEATS, ratios, time_inference, time_training_step
+from .measure import Settings, memory_rows, range_key, step_times, time_columns
+from .memory import DEFAULT_RANGES
+from .peers import is_peer
+from .setups import create, in_modes, supported_modes
+from .timing import MIN_REPEATS
 
 __all__ = ["main", "build_parser"]
 
@@ -43,7 +50,14 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-Batch = Tuple[torch.Tensor, torch.Tensor]
+def _ranges(text: str) -> Tuple[Tuple[int, int], ...]:
+    try:
+        out = tuple(tuple(int(b) for b in r.split(",")) for r in text.split())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"ranges look like '2,4 16,32', got {text!r}") from e
+    if not out or any(len(r) < 2 for r in out):
+        raise argparse.ArgumentTypeError(f"ranges look like '2,4 16,32', got {text!r}")
+    return out
 
 
 def _csv_list(text: str) -> List[str]:
@@ -68,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("kind", choices=KINDS, help="what to measure")
     p.add_argument("--models", type=_csv_list, required=True,
-                   help="comma-separated registered model names (revsnn models lists them)")
+                   help="comma-separated registered model names (revsnn models lists them) or "
+                   "peers such as spikingjelly:ms_resnet34 (revsnn.bench.peers)")
     p.add_argument("--memory-modes", type=_modes, default=list(MemoryMode),
                    help="comma-separated subset of none,checkpoint,reversible (default: all)")
     p.add_argument("--sweep", choices=("depth", "T"), default=None,
@@ -77,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--values", type=_csv_list, default=None,
                    help="sweep values, comma-separated (T values, or depth labels)")
     p.add_argument("--batch", type=int, default=4,
-                   help="batch size; memory is the slope between batch//2 and batch (default 4)")
+                   help="batch size of speed and energy runs (default 4)")
+    p.add_argument("--ranges", type=_ranges, default=DEFAULT_RANGES,
+                   help="memory: batch ranges, each 'B1,B2', separated by spaces (default "
+                   "'2,4 16,32'): per image = slope of the peak over each range, fixed = its "
+                   "intercept (the batch-independent part)")
     p.add_argument("--image-size", type=int, default=32, help="input height = width")
     p.add_argument("--in-channels", type=int, default=None,
                    help="input channels (default: the model's .in_channels, else 3)")
@@ -143,51 +162,12 @@ def _progress(msg: str) -> None:
     print(f"[revsnn bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _digits(n: int, channels: int, size: int, num_classes: int) -> Batch:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError("--data digits needs scikit-learn: pip install revsnn[train]") from e
-    d = load_digits()
-    idx = torch.arange(n) % len(d.target)
-    img = torch.as_tensor(d.images, dtype=torch.float32)[idx] / 16.0  # [n, 8, 8] in [0, 1]
-    img = img.unsqueeze(1)  # [n, 1, 8, 8]
-    img = nn.functional.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-    img = img.expand(-1, channels, -1, -1).contiguous()  # [n, C, size, size]
-    target = torch.as_tensor(d.target, dtype=torch.long)[idx] % num_classes
-    return (img - 0.5) / 0.5, target
-
-
-def _batch_maker(
-    args: argparse.Namespace, channels: int, dtype: torch.dtype
-) -> Callable[[int], Batch]:
-    def make(B: int) -> Batch:
-        if args.data == "digits":
-            x, target = _digits(B, channels, args.image_size, args.num_classes)
-        else:
-            g = torch.Generator().manual_seed(args.seed + B)
-            x = torch.randn(B, channels, args.image_size, args.image_size, generator=g)
-            target = torch.randint(0, args.num_classes, (B,), generator=g)
-        return x.to(dtype), target  # x: [B, C, H, W] static images
-
-    return make
-
-
 def _build(setting: Setting, args: argparse.Namespace, first_mode: MemoryMode) -> nn.Module:
-    from .. import create_model
-
-    torch.manual_seed(args.seed)
-    model = create_model(
-        setting.model, num_classes=args.num_classes, T=setting.T, memory_mode=first_mode.value
-    )
-    return model.to(device=torch.device(args.device), dtype=DTYPES[args.dtype])
-
-
-def _set_mode(model: nn.Module, name: str, mode: MemoryMode) -> None:
-    if hasattr(model, "set_memory_mode"):
-        model.set_memory_mode(mode)
-    elif mode is not MemoryMode.NONE:
-        raise ValueError(f"model {name!r} has no set_memory_mode; use --memory-modes none")
+    model = create(setting.model, num_classes=args.num_classes, T=setting.T,
+                   memory_mode=None if is_peer(setting.model) else first_mode,
+                   in_channels=args.in_channels or 3, image_size=args.image_size,
+                   seed=args.seed, device=args.device)
+    return model.to(dtype=DTYPES[args.dtype])
 
 
 def _base_row(
@@ -217,80 +197,78 @@ def _base_row(
     }
 
 
-def _memory_batches(B: int) -> Tuple[int, int]:
-    return (max(1, B // 2), B) if B >= 2 else (1, 2)
+def _settings_of(args: argparse.Namespace, setting: Setting, channels: int) -> Settings:
+    return Settings(T=setting.T, image_size=args.image_size, in_channels=channels,
+                    num_classes=args.num_classes, device=args.device, seed=args.seed,
+                    ranges=args.ranges, time_batch=args.batch, warmup=args.warmup,
+                    repeats=args.repeats, dtype=args.dtype, data=args.data)
 
 
-def _run_memory(model, name, modes, base, make_batch, args) -> List[Dict[str, Any]]:
-    rows = []
-    for mode in modes:
-        _set_mode(model, name, mode)
-        r = measure_training_step(
-            model, make_batch, device=args.device, batches=_memory_batches(args.batch)
-        )
-        rows.append({
-            **base,
-            "memory_mode": mode.value,
-            "mib_per_image": r["mib_per_image"],
-            "peak_mib_per_image": r["peak_mib_per_image"],
-            "saved_mib_per_image": r["saved_mib_per_image"],
-            "peak_mib": r["peak_mib"],
-            "measured_batches": r["batches"],
-            "params_mib": r["params_mib"],
-            "grads_mib": r["grads_mib"],
-            "buffers_mib": r["buffers_mib"],
-            "method": r["method"],
-        })
+def _modes_of(model: nn.Module, name: str, modes: List[MemoryMode]) -> List[str]:
+    ok = supported_modes(model)
+    skipped = [m.value for m in modes if m not in ok]
+    if skipped:
+        _progress(f"  {name} has no {', '.join(skipped)} mode (it supports "
+                  f"{', '.join(m.value for m in ok)}): skipped")
+    return [m.value for m in modes if m in ok]
+
+
+def _run_memory(model, name, modes, base, s, args) -> List[Dict[str, Any]]:
+    rows = memory_rows(model, s, modes=_modes_of(model, name, modes), base=base)
+    for r in rows:
+        r["memory_mode"] = r.pop("mode")
+        first = range_key(s.ranges[0])
+        r["mib_per_image"] = r[f"mib_{first}"]  # the first range's slope, for plots
     return rows
 
 
-def _run_speed(model, name, modes, base, make_batch, args) -> List[Dict[str, Any]]:
+def _run_speed(model, name, modes, base, s, args) -> List[Dict[str, Any]]:
+    names = _modes_of(model, name, modes)
+    if not names:
+        return []
+    baseline = "none" if "none" in names else names[0]
+    setups = in_modes(model, names)
+    train = time_columns(step_times(setups, s, train=True), baseline, "train")
+    infer = time_columns(step_times(setups, s, train=False), baseline, "infer")
     rows = []
-    x, target = make_batch(args.batch)
-    for mode in modes:
-        _set_mode(model, name, mode)
-        tr = time_training_step(model, (x, target), device=args.device, warmup=args.warmup,
-                                repeats=args.repeats, batch_size=args.batch)
-        inf = time_inference(model, x, device=args.device, warmup=args.warmup,
-                             repeats=args.repeats, batch_size=args.batch)
+    for mode in names:
+        t, i = train[mode], infer[mode]
+        clock = "cuda_ms" if "train_cuda_ms" in t else "cpu_ms"
         rows.append({
             **base,
-            "memory_mode": mode.value,
-            "train_ms_per_step": tr["ms_per_step"],
-            "train_ms_per_image": tr["ms_per_image"],
-            "infer_ms_per_image": inf["ms_per_image"],
+            "memory_mode": mode,
+            "train_ms_per_step": t[f"train_{clock}"],
+            "train_wall_ms_per_step": t["train_wall_ms"],
+            "train_ms_per_image": t[f"train_{clock}"] / args.batch,
+            "infer_ms_per_image": i[f"infer_{clock}"] / args.batch,
+            "train_time_ratio": t[f"train_vs_{baseline}"],
+            "train_wall_ratio": t[f"train_vs_{baseline}_wall"],
+            "infer_time_ratio": i[f"infer_vs_{baseline}"],
+            "clock": clock[:-3],
+            "ratio_baseline": baseline,
             "repeats": args.repeats,
             "warmup": args.warmup,
         })
-    baseline = "none" if any(m is MemoryMode.NONE for m in modes) else modes[0].value
-    for key, col in (("train_ms_per_step", "train_time_ratio"),
-                     ("infer_ms_per_image", "infer_time_ratio")):
-        rel = ratios({r["memory_mode"]: r[key] for r in rows}, baseline)
-        for r in rows:
-            r[col] = rel[r["memory_mode"]]
-            r["ratio_baseline"] = baseline
     return rows
 
 
-def _run_energy(model, name, modes, base, make_batch, args, layer_rows) -> List[Dict[str, Any]]:
+def _run_energy(model, name, modes, base, s, args, layer_rows) -> List[Dict[str, Any]]:
     # The forward pass (eval, no grad) is the same computation in every memory mode.
-    mode = modes[0]
-    _set_mode(model, name, mode)
-    x, _ = make_batch(args.batch)
+    mode = MemoryMode.parse(_modes_of(model, name, modes)[0])
+    x, _ = s.batches()(args.batch)
     rep = count_synops(model, x.to(args.device), batch_size=args.batch,
                        e_mac_pj=args.e_mac, e_ac_pj=args.e_ac, spike_input=args.spike_input)
     for lr in rep.rows():
         layer_rows.append({"model": name, "T": base["T"], "depth": base["depth"],
                            "sweep_value": base["sweep_value"], **lr})
-    spiking = [r for r in rep.rows() if r["spiking_input"]]
-    rates = [r["firing_rate"] for r in spiking]
+    rate = rep.mean_firing_rate
     return [{
         **base,
         "memory_mode": mode.value,
         "energy_mj_per_image": rep.energy_mj,
         "macs_per_image": rep.macs,
         "acs_per_image": rep.acs,
-        "mean_firing_rate": sum(rates) / len(rates) if rates else "",
+        "mean_firing_rate": "" if rate is None else rate,
         "e_mac_pj": args.e_mac,
         "e_ac_pj": args.e_ac,
         "spike_input": rep.spike_input.value,
@@ -298,14 +276,20 @@ def _run_energy(model, name, modes, base, make_batch, args, layer_rows) -> List[
 
 
 DISPLAY = {
-    "memory": ["mib_per_image", "peak_mib_per_image", "saved_mib_per_image", "params_mib"],
+    "memory": [],  # per range: mib_<range>, fixed_<range>; see _display_columns
     "speed": ["train_ms_per_step", "train_time_ratio", "infer_ms_per_image", "infer_time_ratio"],
     "energy": ["energy_mj_per_image", "macs_per_image", "acs_per_image", "mean_firing_rate"],
 }
 
 
-def _display_columns(kind: str) -> List[str]:
-    return ["model", "depth", "T", "batch", "memory_mode", *DISPLAY[kind]]
+def _display_columns(kind: str, args: argparse.Namespace) -> List[str]:
+    cols = ["model", "depth", "T", "memory_mode"] if kind == "memory" else [
+        "model", "depth", "T", "batch", "memory_mode"]
+    if kind == "memory":
+        keys = [range_key(r) for r in args.ranges]
+        return cols + [f"mib_{k}" for k in keys] + [f"fixed_{k}" for k in keys] + [
+            "saved_mib", "params_mib"]
+    return cols + DISPLAY[kind]
 
 
 def _plots(kind: str, rows, layer_rows, args, out: Path) -> List[Path]:
@@ -354,6 +338,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device} requested but CUDA is not available")
     settings = _settings(args)
     dtype = DTYPES[args.dtype]
+    if any(min(r) < 1 or len(set(r)) != len(r) for r in args.ranges):
+        raise ValueError(f"--ranges need distinct positive batch sizes, got {args.ranges}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -367,23 +353,24 @@ def _run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         model = _build(setting, args, modes[0])
         channels = args.in_channels or int(getattr(model, "in_channels", 3))
-        make_batch = _batch_maker(args, channels, dtype)
+        s = _settings_of(args, setting, channels)
         base = _base_row(args, setting, model, channels, env)
         _progress(f"{args.kind}: {setting.model} T={setting.T} depth={base['depth'] or '?'} "
                   f"modes={','.join(m.value for m in modes)} on {env['device']}")
         if args.kind == "memory":
-            rows += _run_memory(model, setting.model, modes, base, make_batch, args)
+            rows += _run_memory(model, setting.model, modes, base, s, args)
         elif args.kind == "speed":
-            rows += _run_speed(model, setting.model, modes, base, make_batch, args)
+            rows += _run_speed(model, setting.model, modes, base, s, args)
         else:
-            rows += _run_energy(model, setting.model, modes, base, make_batch, args, layer_rows)
+            rows += _run_energy(model, setting.model, modes, base, s, args, layer_rows)
         _progress(f"  done in {time.perf_counter() - t0:.1f} s")
         del model
 
-    table = report.markdown_table(rows, _display_columns(args.kind))
-    prov = (f"device={env['device']} torch={env['torch']} dtype={env['dtype']} "
-            f"batch={args.batch} image_size={args.image_size} data={args.data} "
-            f"commit={env['commit']}")
+    table = report.markdown_table(rows, _display_columns(args.kind, args))
+    what = (f"ranges={' '.join(','.join(map(str, r)) for r in args.ranges)}"
+            if args.kind == "memory" else f"batch={args.batch}")
+    prov = (f"device={env['device']} torch={env['torch']} dtype={env['dtype']} {what} "
+            f"image_size={args.image_size} data={args.data} commit={env['commit']}")
     print(table)
     print(f"\n{prov}")
     if args.out is not None:

@@ -109,6 +109,8 @@ class LayerOps:
     ac_dense_ops: int = 0  # dense ops of the calls counted as ACs (ACs = rate * these)
     input_nonzeros: int = 0
     input_elements: int = 0
+    binary_nonzeros: int = 0  # over the calls whose own input was binary (not chained)
+    binary_elements: int = 0
 
     @property
     def firing_rate(self) -> Optional[float]:
@@ -153,6 +155,17 @@ class EnergyReport:
         return sum(layer.acs for layer in self.layers) / self.batch_size
 
     @property
+    def mean_firing_rate(self) -> Optional[float]:
+        """The library's one definition of a network's firing rate: the fraction of nonzero
+        elements over every binary (spike) input that a synaptic layer read in this forward,
+        weighted by size, ``sum(nnz) / sum(numel)`` over the calls with a binary input
+        (chained calls reuse their chain's spikes and are not counted again). ``None`` when no
+        layer read spikes."""
+        nnz = sum(layer.binary_nonzeros for layer in self.layers)
+        numel = sum(layer.binary_elements for layer in self.layers)
+        return nnz / numel if numel else None
+
+    @property
     def energy_mj(self) -> float:
         """Energy per image in mJ: (E_MAC * MACs + E_AC * ACs) per image."""
         pj = sum(layer.energy_pj(self.e_mac_pj, self.e_ac_pj) for layer in self.layers)
@@ -187,6 +200,7 @@ class EnergyReport:
             "macs_per_image": self.macs,
             "acs_per_image": self.acs,
             "energy_mj_per_image": self.energy_mj,
+            "mean_firing_rate": self.mean_firing_rate,
             "e_mac_pj": self.e_mac_pj,
             "e_ac_pj": self.e_ac_pj,
             "batch": self.batch_size,
@@ -224,6 +238,8 @@ def _record(
     nnz = _binary_nonzeros(x)
     if nnz is not None:
         entry.binary_calls += 1
+        entry.binary_nonzeros += nnz
+        entry.binary_elements += x.numel()
         spikes = (nnz, x.numel())
     elif chain is not None:
         entry.chained_calls += 1

@@ -1,13 +1,20 @@
 """Training memory: live-tensor allocation tracking and bytes saved for backward.
 
 What "memory" means here (DESIGN.md §5): the peak bytes of live tensors during one training step
-(forward + loss + backward), minus what was live before the step (parameters, preallocated
-gradients, the batch itself), per image. Per image is the *slope* between two batch sizes,
+(forward + loss + backward), minus what was live before the step (parameters, buffers, the
+gradients -- allocated before the measured step --, optimiser state and the batch itself).
+Peaks are measured at several batch sizes and reported per *batch range* ``(B1, B2)``:
 
-    mib_per_image = (peak(B2) - peak(B1)) / (B2 - B1),
+    slope  = (peak(B2) - peak(B1)) / (B2 - B1)          MiB per image
+    fixed  = peak(B1) - slope * B1                       MiB, the batch-independent part
 
-so that any batch-independent workspace (weight copies, per-layer buffers) cancels; the plain
-ratio ``peak(B2) / B2`` is reported alongside.
+``fixed`` is the intercept at an empty batch of the line through the two peaks: the part of the
+peak that does not grow with the batch (weight-sized temporaries such as a parameter's gradient
+before it is accumulated into the pre-allocated ``.grad``, standardised weight copies, engine
+buffers). The peak is a maximum over the step, so where its place changes with the batch, the
+two ranges give different lines: a small range (2 -> 4) can show a small slope and a large
+fixed part, a large range (16 -> 32) the activation-dominated slope. Both are reported; the
+default ranges are :data:`DEFAULT_RANGES`.
 
 - CPU: :class:`AllocationTracker`, a ``TorchDispatchMode`` that sees every ATen op (forward and
   backward), counts each tensor *storage* once when an op creates it and subtracts it when the
@@ -36,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
+    "DEFAULT_RANGES",
     "MIB",
     "AllocationTracker",
     "saved_tensor_bytes",
@@ -44,6 +52,8 @@ __all__ = [
 ]
 
 MIB = float(1 << 20)
+#: The two batch ranges every memory table reports (small batch, activation-dominated batch).
+DEFAULT_RANGES: Tuple[Tuple[int, int], ...] = ((2, 4), (16, 32))
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -195,13 +205,14 @@ def _default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, target)
 
 
-def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope dy/dx (the plain difference quotient for two points)."""
+def _line(xs: Sequence[float], ys: Sequence[float]) -> Tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of y against x (exact through two points)."""
     n = len(xs)
     mx = sum(xs) / n
     my = sum(ys) / n
     den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den
+    return slope, my - slope * mx
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -233,43 +244,88 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _peak_of_step(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, target: torch.Tensor,
+    dev: torch.device,
+) -> int:
+    """Peak bytes above what was live before one forward + loss + backward."""
+    if dev.type == "cuda":
+        _synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        loss = loss_fn(model(x), target)
+        loss.backward()
+        del loss
+        _synchronize(dev)
+        return torch.cuda.max_memory_allocated(dev) - base
+    with AllocationTracker(dev) as tracker:
+        loss = loss_fn(model(x), target)
+        loss.backward()
+        del loss
+    return tracker.peak
+
+
+def _check_ranges(
+    batches: Optional[Sequence[int]], ranges: Optional[Sequence[Sequence[int]]]
+) -> List[List[int]]:
+    groups = [list(batches if batches is not None else (2, 4))] if ranges is None else [
+        list(r) for r in ranges
+    ]
+    for g in groups:
+        if (len(g) < 2 or len(set(g)) != len(g) or min(g) < 1
+                or not all(isinstance(b, int) for b in g)):
+            raise ValueError(
+                f"each batch range must hold at least two distinct positive batch sizes, got {g}"
+            )
+    if not groups:
+        raise ValueError("ranges must hold at least one batch range, e.g. ((2, 4), (16, 32))")
+    return groups
+
+
 def measure_training_step(
     model: nn.Module,
     make_batch: Callable[[int], Batch],
     loss_fn: Optional[LossFn] = None,
     device: Union[str, torch.device] = "cpu",
-    batches: Sequence[int] = (2, 4),
+    batches: Optional[Sequence[int]] = None,
     optimizer: Optional[OptimizerFactory] = None,
+    ranges: Optional[Sequence[Sequence[int]]] = None,
 ) -> Dict[str, Any]:
-    """Peak extra live-tensor memory of one training step, per image, in MiB.
+    """Peak extra live-tensor memory of one training step: per image and batch-independent.
 
-    For each batch size ``B`` in ``batches``: build ``(x, target) = make_batch(B)``, run one
-    warm-up step (so gradients exist; missing ones are zero-filled and then all are zeroed in
-    place, so the measured step accumulates into preallocated ``.grad``), then measure one step
-    ``loss_fn(model(x), target).backward()`` -- forward, loss and backward, no optimiser step.
-    What was live before the measured step (parameters, buffers, grads, optimiser state, the
-    batch) is not counted.
+    Procedure: build ``(x, target) = make_batch(B)`` for the smallest batch and run one warm-up
+    step (it primes lazy initialisation and allocates ``.grad``; missing gradients are
+    zero-filled, then all are zeroed in place, so the measured steps accumulate into
+    pre-allocated ``.grad``). Then, for every distinct batch size ``B`` of the ranges, measure
+    the peak of one step ``loss_fn(model(x), target).backward()`` -- forward, loss and
+    backward, no optimiser step -- above what was live before it (parameters, buffers, grads,
+    optimiser state, the batch). For each range ``(B1, B2)`` (or more points: least squares):
+    ``slope = (peak(B2) - peak(B1)) / (B2 - B1)`` MiB per image and ``fixed = peak(B1) -
+    slope * B1`` MiB, the peak's batch-independent part with gradients pre-allocated (the
+    intercept at B = 0; see the module docstring).
 
     Args:
         model: the network, in the memory mode to measure (put on ``device`` here).
         make_batch: ``B -> (x, target)``; moved to ``device``.
         loss_fn: ``(output, target) -> scalar``; cross-entropy by default.
         device: "cpu" uses :class:`AllocationTracker`; "cuda" uses ``max_memory_allocated``.
-        batches: at least two distinct batch sizes; per image is the slope between them.
-        optimizer: optional ``params -> Optimizer``; when given, its state after one warm-up
+        batches: one range (two or more distinct batch sizes); ``(2, 4)`` when neither this
+            nor ``ranges`` is given.
+        optimizer: optional ``params -> Optimizer``; when given, its state after the warm-up
             step is reported as ``optimizer_state_mib`` (otherwise 0).
+        ranges: several ranges, e.g. :data:`DEFAULT_RANGES` ``((2, 4), (16, 32))``; overrides
+            ``batches``.
 
-    Returns a flat dict: ``mib_per_image`` (slope), ``peak_mib_per_image`` (peak / B at the
-    largest B), ``saved_mib_per_image`` (slope of bytes saved for backward, parameters and
-    buffers excluded), ``peak_mib`` and ``saved_mib`` (lists, one per batch), ``batches``,
-    ``params_mib``, ``buffers_mib``, ``grads_mib``, ``optimizer_state_mib``, ``device`` and
-    ``method``. The model's parameters, buffers and ``.grad`` are restored afterwards.
+    Returns a flat dict. Per range, in ``ranges`` (a list, in the order given): ``batches``,
+    ``mib_per_image`` (slope), ``fixed_mib`` (intercept) and ``peak_mib`` (one per batch). At
+    top level the first range's ``mib_per_image``, ``fixed_mib``, ``peak_mib`` and
+    ``batches``; ``peak_mib_per_image`` (peak / B at the largest B measured);
+    ``saved_mib_per_image`` and ``saved_mib``: bytes saved for backward (parameters and
+    buffers excluded), measured on the first range only; ``params_mib``, ``buffers_mib``,
+    ``grads_mib``, ``optimizer_state_mib``, ``device`` and ``method``. The model's parameters,
+    buffers and ``.grad`` are restored afterwards.
     """
-    batches = [int(b) for b in batches]
-    if len(batches) < 2 or len(set(batches)) != len(batches) or min(batches) < 1:
-        raise ValueError(
-            f"batches must hold at least two distinct positive batch sizes, got {batches}"
-        )
+    groups = _check_ranges(batches, ranges)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
@@ -279,47 +335,34 @@ def measure_training_step(
     model.train()
 
     params = [p for p in model.parameters() if p.requires_grad]
-    # Snapshot so the warm-up steps leave the model as it was.
+    # Snapshot so the warm-up step leaves the model as it was.
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     old_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     opt = optimizer(params) if optimizer is not None else None
 
-    peaks: List[int] = []
-    saved: List[int] = []
+    sizes = sorted({b for g in groups for b in g})
+    peaks: Dict[int, int] = {}
+    saved: Dict[int, int] = {}
     method = "cuda-max-memory-allocated" if dev.type == "cuda" else "dispatch-tracker"
     try:
-        for B in batches:
+        # Warm-up: allocates .grad (and optimiser state), primes lazy initialisation.
+        x, target = _to_device(make_batch(sizes[0]), dev)
+        loss_fn(model(x), target).backward()
+        if opt is not None:
+            opt.step()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        del x, target
+        for B in sizes:
             x, target = _to_device(make_batch(B), dev)
-            # Warm-up: allocates .grad (and optimiser state), primes lazy initialisation.
-            loss_fn(model(x), target).backward()
-            if opt is not None:
-                opt.step()
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                else:
-                    p.grad.zero_()
-
-            saved.append(_saved_bytes_of_step(model, loss_fn, x, target))
             for p in params:
                 p.grad.zero_()
-
-            # The measured step.
-            if dev.type == "cuda":
-                _synchronize(dev)
-                base = torch.cuda.memory_allocated(dev)
-                torch.cuda.reset_peak_memory_stats(dev)
-                loss = loss_fn(model(x), target)
-                loss.backward()
-                del loss
-                _synchronize(dev)
-                peaks.append(torch.cuda.max_memory_allocated(dev) - base)
-            else:
-                with AllocationTracker(dev) as tracker:
-                    loss = loss_fn(model(x), target)
-                    loss.backward()
-                    del loss
-                peaks.append(tracker.peak)
+            if B in groups[0]:
+                saved[B] = _saved_bytes_of_step(model, loss_fn, x, target)
+                for p in params:
+                    p.grad.zero_()
+            peaks[B] = _peak_of_step(model, loss_fn, x, target, dev)
             del x, target
 
         params_bytes = tensor_bytes(model.parameters())
@@ -337,17 +380,20 @@ def measure_training_step(
             p.grad = g
         model.train(was_training)
 
-    bs = [float(b) for b in batches]
-    peak_mib = [p / MIB for p in peaks]
-    saved_mib = [s / MIB for s in saved]
-    largest = batches.index(max(batches))
+    per_range = []
+    for g in groups:
+        ys = [peaks[b] / MIB for b in g]
+        slope, fixed = _line([float(b) for b in g], ys)
+        per_range.append({"batches": list(g), "mib_per_image": slope, "fixed_mib": fixed,
+                          "peak_mib": ys})
+    first = groups[0]
+    saved_slope, _ = _line([float(b) for b in first], [saved[b] / MIB for b in first])
     return {
-        "batches": list(batches),
-        "mib_per_image": _slope(bs, peak_mib),
-        "peak_mib_per_image": peak_mib[largest] / batches[largest],
-        "saved_mib_per_image": _slope(bs, saved_mib),
-        "peak_mib": peak_mib,
-        "saved_mib": saved_mib,
+        **{k: per_range[0][k] for k in ("batches", "mib_per_image", "fixed_mib", "peak_mib")},
+        "ranges": per_range,
+        "peak_mib_per_image": peaks[sizes[-1]] / MIB / sizes[-1],
+        "saved_mib_per_image": saved_slope,
+        "saved_mib": [saved[b] / MIB for b in first],
         "params_mib": params_bytes / MIB,
         "buffers_mib": buffers_bytes / MIB,
         "grads_mib": grads_bytes / MIB,

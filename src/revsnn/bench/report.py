@@ -26,6 +26,7 @@ __all__ = [
     "plots_available",
     "plot_lines",
     "plot_bars",
+    "plot_memory",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -168,6 +169,15 @@ def _float(v: Any) -> Optional[float]:
     return None if math.isnan(f) else f
 
 
+def _save(plt, fig, path: PathLike) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_lines(
     rows: Iterable[Dict[str, Any]],
     x: str,
@@ -197,12 +207,7 @@ def plot_lines(
     ax.grid(True, alpha=0.3)
     if groups:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_bars(
@@ -237,9 +242,23 @@ def plot_bars(
         ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(ylabel or y)
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def plot_memory(
+    rows: Sequence[Dict[str, Any]],
+    x: str,
+    group_by: Sequence[str],
+    ranges: Sequence[Sequence[int]],
+    path: PathLike,
+    title: str = "",
+    xlabel: Optional[str] = None,
+) -> Optional[Path]:
+    """Memory per image (``mib_<B1>_<B2>`` of each row) against ``x``, one line per group and
+    batch range; ``None`` (nothing written) without matplotlib."""
+    if not plots_available():
+        return None
+    keys = {"_".join(map(str, r)): "→".join(map(str, r)) for r in ranges}
+    pts = [{**r, "range": label, "mib": r[f"mib_{k}"]} for r in rows for k, label in keys.items()]
+    return plot_lines(pts, x, "mib", [*group_by, "range"], path, title=title,
+                      ylabel="MiB per image", xlabel=xlabel or x)

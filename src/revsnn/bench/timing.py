@@ -1,16 +1,23 @@
-"""Wall-clock time of a training step and of inference, and ratios measured in one process.
+"""Step time: wall clock and process CPU time of the same steps, set-ups interleaved step by step.
 
-What "time" means here (DESIGN.md §5): the median of at least 5 repetitions after warm-up,
-each bracketed by ``torch.cuda.synchronize`` on a GPU. Absolute CPU times depend on the machine
-and its load, so claims are *ratios* between modes or models timed in the same process
-(:func:`ratios`), never absolute CPU seconds.
+What "time" means here (DESIGN.md §5): the median of at least 5 timed steps after warm-up.
+Every timed step is measured with two clocks at once -- wall time (``time.perf_counter``,
+bracketed by ``torch.cuda.synchronize`` on a GPU) and process CPU time (``time.process_time``,
+which does not count the time this process waits for a core, so it stays steady on a shared
+CPU) -- and on CUDA also with CUDA events recorded around the step on the current stream (GPU
+time of the step). The set-ups being compared (memory modes, models) take turns step by step,
+so a change of machine load hits all of them alike. Absolute CPU times depend on the machine
+and its load, so claims are *ratios* between set-ups timed in the same call (:func:`ratios`),
+never absolute CPU seconds.
 
-- training step = ``zero_grad`` + forward + loss + backward + optimiser step;
-- inference = forward under ``torch.no_grad()`` in eval mode; latency per image = median / B.
+- training step = ``zero_grad`` + forward + loss + backward + optimiser step (SGD, momentum 0.9
+  by default), on a copy of each model, so timing never trains the models it is given;
+- inference (``train=False``) = forward under ``torch.no_grad()`` in eval mode.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -18,67 +25,19 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["MIN_REPEATS", "time_fn", "time_training_step", "time_inference", "ratios"]
+__all__ = ["MIN_REPEATS", "CLOCKS", "time_steps", "primary_clock", "ratios"]
 
 MIN_REPEATS = 5
+#: The clocks a timing result holds, in ms per step: wall, process CPU, CUDA events (GPU only).
+CLOCKS = ("wall_ms", "cpu_ms", "cuda_ms")
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[List[nn.Parameter]], torch.optim.Optimizer]
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _check_counts(warmup: int, repeats: int) -> None:
-    if repeats < MIN_REPEATS:
-        raise ValueError(f"repeats must be >= {MIN_REPEATS} (median of >= 5), got {repeats}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-
-
-def time_fn(
-    fn: Callable[[], Any],
-    device: Union[str, torch.device] = "cpu",
-    warmup: int = 2,
-    repeats: int = MIN_REPEATS,
-) -> Dict[str, Any]:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (synchronised on CUDA).
-
-    Returns ``{"median_s", "min_s", "times_s", "warmup", "repeats"}``.
-    """
-    _check_counts(warmup, repeats)
-    dev = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    _synchronize(dev)
-    times: List[float] = []
-    for _ in range(repeats):
-        _synchronize(dev)
-        t0 = time.perf_counter()
-        fn()
-        _synchronize(dev)
-        times.append(time.perf_counter() - t0)
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "times_s": times,
-        "warmup": warmup,
-        "repeats": repeats,
-    }
 
 
 def _default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, target)
-
-
-def _check_batch(batch: Batch, device: torch.device) -> Batch:
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError("batch must be a pair (x, target) of tensors")
-    x, target = batch
-    return x.to(device), target.to(device)
 
 
 def _batch_size(x: torch.Tensor) -> int:
@@ -86,89 +45,116 @@ def _batch_size(x: torch.Tensor) -> int:
     return int(x.shape[1] if x.dim() == 5 else x.shape[0])
 
 
-def time_training_step(
-    model: nn.Module,
+def primary_clock(device: Union[str, torch.device]) -> str:
+    """The clock a claim quotes: CUDA events on a GPU, process CPU time on a CPU."""
+    return "cuda_ms" if torch.device(device).type == "cuda" else "cpu_ms"
+
+
+class _Step:
+    """One set-up's step function on its own copy of the model."""
+
+    def __init__(self, model: nn.Module, device: torch.device, x: torch.Tensor,
+                 target: torch.Tensor, loss_fn: LossFn, train: bool,
+                 optimizer: Optional[OptimizerFactory]) -> None:
+        self.model = copy.deepcopy(model).to(device)
+        self.x, self.target, self.loss_fn, self.train = x, target, loss_fn, train
+        self.model.train(train)
+        self.opt = None
+        if train:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            make = optimizer or (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9))
+            self.opt = make(params)
+
+    def __call__(self) -> None:
+        if self.opt is None:
+            with torch.no_grad():
+                self.model(self.x)
+            return
+        self.opt.zero_grad(set_to_none=False)
+        self.loss_fn(self.model(self.x), self.target).backward()
+        self.opt.step()
+
+
+def time_steps(
+    models: Mapping[str, nn.Module],
     batch: Batch,
     loss_fn: Optional[LossFn] = None,
+    *,
+    train: bool = True,
+    device: Union[str, torch.device] = "cpu",
+    warmup: int = 1,
+    repeats: int = MIN_REPEATS,
     optimizer: Optional[OptimizerFactory] = None,
-    device: Union[str, torch.device] = "cpu",
-    warmup: int = 2,
-    repeats: int = MIN_REPEATS,
     batch_size: Optional[int] = None,
-) -> Dict[str, Any]:
-    """Median time of one training step (zero_grad, forward, loss, backward, optimiser step).
+) -> Dict[str, Dict[str, Any]]:
+    """Time training steps (or inference forwards) of several set-ups, interleaved.
 
-    ``batch = (x, target)``; ``optimizer`` is ``params -> Optimizer`` (SGD with momentum 0.9 by
-    default). The model's parameters, buffers and ``.grad`` are restored afterwards, so timing
-    does not train it. ``batch_size`` defaults to ``x.shape[1]`` for 5-D frames, else
-    ``x.shape[0]``. Returns :func:`time_fn`'s dict plus ``ms_per_step`` and ``ms_per_image``.
+    Every model of ``models`` (name -> module, already in the memory mode to time) is copied
+    and moved to ``device``; ``batch = (x, target)`` is shared. Each copy runs ``warmup``
+    untimed steps, then ``repeats`` (>= 5) rounds in which every set-up runs one step in turn.
+    Each timed step records wall ms and process-CPU ms, and on CUDA the ms between two CUDA
+    events recorded around it.
+
+    Returns ``{name: result}`` with, per clock in :data:`CLOCKS` that applies, the list
+    (``wall_ms``, ``cpu_ms``, ``cuda_ms``) and its median (``median_wall_ms``, ...), plus
+    ``clock`` (:func:`primary_clock`), ``ms`` (median of that clock), ``ms_per_image``,
+    ``batch``, ``warmup``, ``repeats`` and ``train``.
     """
+    if repeats < MIN_REPEATS:
+        raise ValueError(f"repeats must be >= {MIN_REPEATS} (median of >= 5), got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not models:
+        raise ValueError("models must name at least one set-up to time")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError("batch must be a pair (x, target) of tensors")
     dev = torch.device(device)
-    loss_fn = loss_fn or _default_loss
-    x, target = _check_batch(batch, dev)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
+    cuda = dev.type == "cuda"
+    x, target = batch[0].to(dev), batch[1].to(dev)
     B = batch_size or _batch_size(x)
-    model.to(dev)
-    was_training = model.training
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    old_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    opt = (optimizer or (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9)))(params)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=False)
-        loss_fn(model(x), target).backward()
-        opt.step()
-
-    try:
-        r = time_fn(step, dev, warmup, repeats)
-    finally:
-        with torch.no_grad():
-            model.load_state_dict(state)
-        for p, g in zip(params, old_grads):
-            p.grad = g
-        model.train(was_training)
-    r["ms_per_step"] = 1e3 * r["median_s"]
-    r["ms_per_image"] = r["ms_per_step"] / B
-    r["batch"] = B
-    return r
-
-
-def time_inference(
-    model: nn.Module,
-    x: torch.Tensor,
-    device: Union[str, torch.device] = "cpu",
-    warmup: int = 2,
-    repeats: int = MIN_REPEATS,
-    batch_size: Optional[int] = None,
-) -> Dict[str, Any]:
-    """Median inference latency (eval mode, ``torch.no_grad()``); adds ``ms_per_batch`` and
-    ``ms_per_image`` (median / batch size) to :func:`time_fn`'s dict."""
-    dev = torch.device(device)
-    x = x.to(dev)
-    B = batch_size or _batch_size(x)
-    model.to(dev)
-    was_training = model.training
-    model.eval()
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(x)
-
-    try:
-        r = time_fn(forward, dev, warmup, repeats)
-    finally:
-        model.train(was_training)
-    r["ms_per_batch"] = 1e3 * r["median_s"]
-    r["ms_per_image"] = r["ms_per_batch"] / B
-    r["batch"] = B
-    return r
+    steps = {name: _Step(m, dev, x, target, loss_fn or _default_loss, train, optimizer)
+             for name, m in models.items()}
+    times: Dict[str, Dict[str, List[float]]] = {
+        name: {c: [] for c in (CLOCKS if cuda else CLOCKS[:2])} for name in steps
+    }
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            if cuda:
+                torch.cuda.synchronize(dev)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
+                    enable_timing=True)
+            t0, c0 = time.perf_counter(), time.process_time()
+            if cuda:
+                start.record()
+            step()
+            if cuda:
+                end.record()
+                torch.cuda.synchronize(dev)
+            times[name]["wall_ms"].append(1e3 * (time.perf_counter() - t0))
+            times[name]["cpu_ms"].append(1e3 * (time.process_time() - c0))
+            if cuda:
+                times[name]["cuda_ms"].append(start.elapsed_time(end))
+    clock = primary_clock(dev)
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, clocks in times.items():
+        r: Dict[str, Any] = dict(clocks)
+        for c, values in clocks.items():
+            r[f"median_{c}"] = statistics.median(values)
+        r.update(clock=clock, ms=r[f"median_{clock}"], ms_per_image=r[f"median_{clock}"] / B,
+                 batch=B, warmup=warmup, repeats=repeats, train=train)
+        out[name] = r
+    return out
 
 
 def ratios(values: Mapping[str, float], baseline: str) -> Dict[str, float]:
     """``{name: value / values[baseline]}`` -- e.g. step time of each mode relative to "none".
 
-    Only meaningful for values measured in the same process on the same device.
+    Only meaningful for values measured in the same call on the same device.
     """
     if baseline not in values:
         raise ValueError(f"baseline {baseline!r} is not among {sorted(values)}")

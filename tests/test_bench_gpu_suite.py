@@ -1,0 +1,68 @@
+"""benchmarks/gpu_suite.py --device cpu --smoke: every section (and so every benchmark script it
+calls) runs on tiny models and writes its results file, so the GPU suite cannot rot."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from revsnn.bench.results import read_results
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    n = torch.get_num_threads()
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import gpu_suite
+
+        out = tmp_path_factory.mktemp("gpu_suite")
+        assert gpu_suite.main(["--device", "cpu", "--smoke", "--out", str(out)]) == 0
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        torch.set_num_threads(n)
+    return out
+
+
+def _finite(v) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
+
+
+def test_every_section_writes_a_results_file_with_provenance(smoke):
+    for name in ("claims", "revsnn", "trevsnn", "pararevsnn", "checks"):
+        doc = read_results(smoke / f"{name}_cpu.json")
+        prov = doc["provenance"]
+        # the command that reproduces the file: the section's own script with the suite's options
+        script = {"checks": "gpu_suite", "claims": "claims"}.get(name, f"bench_{name}")
+        assert f"benchmarks/{script}.py" in prov["command"], (name, prov["command"])
+        assert "--device cpu" in prov["command"], name
+        assert prov["torch"] == torch.__version__ and prov["device"] == "cpu"
+        assert doc["rows"] and doc["tables"], name
+        assert all(_finite(v) for r in doc["rows"] for v in r.values()), name
+
+
+def test_smoke_numbers_have_the_expected_shape(smoke):
+    claims = read_results(smoke / "claims_cpu.json")["rows"]
+    assert {r["id"] for r in claims} >= {"revsresnet37-memory", "trevsnn-time",
+                                         "trevsnn-energy"}
+    assert all(r["measured"] != "skipped" and r["ratios"] for r in claims)
+    rev = {r["mode"]: r for r in read_results(smoke / "revsnn_cpu.json")["rows"]}
+    assert set(rev) == {"none", "checkpoint", "reversible"}
+    assert rev["reversible"]["mib_1_2"] < rev["none"]["mib_1_2"]
+    assert all("step_vs_none_cpu" in r for r in rev.values())
+    trev = read_results(smoke / "trevsnn_cpu.json")
+    assert {r["kind"] for r in trev["rows"]} == {"none", "checkpoint", "reversible", "bptt"}
+    assert {r["kind"] for r in trev["time_rows"]} == {"none", "checkpoint", "reversible", "bptt"}
+    para = read_results(smoke / "pararevsnn_cpu.json")["rows"]
+    assert [r["kind"] for r in para] == ["revsresnet", "pararevsnn_pair"]
+    assert all("infer_vs_revsresnet" in r and "mib_1_2" in r for r in para)
+    checks = read_results(smoke / "checks_cpu.json")["rows"]
+    assert {r["check"] for r in checks} == {"channels_last", "bf16_autocast"}
+    for r in checks:  # every check either measured both runs or says why it could not
+        assert ("grad_rel_max" in r) != ("error" in r), r
