@@ -11,7 +11,7 @@ For every synaptic layer call (``nn.Conv1d/2d/3d``, ``nn.Linear`` by forward hoo
 If the layer's input is binary (every value in {0, 1}: spikes), its operations are
 accumulates, ``ACs = r * ops`` with the firing rate ``r = nnz(input) / numel(input)``;
 otherwise they are ``MACs = ops``. For ``A @ B`` the rate of A is used when A is binary, else
-the rate of B when B is binary. Energy (DESIGN.md §5)
+the rate of B when B is binary. Energy
 
     E = E_MAC * MACs + E_AC * ACs,    E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm; overridable)
 
@@ -22,7 +22,7 @@ additions are not synaptic operations and are not counted.
 
 Which inputs count as spikes (``spike_input=``, a :class:`SpikeInput`):
 
-- ``SpikeInput.STRICT`` (default; the DESIGN.md §5 rule): only a layer whose own input tensor
+- ``SpikeInput.STRICT`` (default): only a layer whose own input tensor
   is binary counts ACs. A layer fed by another layer's real-valued output counts MACs, e.g.
   ``pw1`` in T-RevSNN's ``u = pw1(dw1(S(z)))``.
 - ``SpikeInput.LINEAR_CHAIN``: in addition, a Conv/Linear layer whose input is *the very output
@@ -74,7 +74,7 @@ DEFAULT_LAYERS: Tuple[Type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, 
 class SpikeInput(str, enum.Enum):
     """Which layer inputs count as spikes (ACs); see the module docstring."""
 
-    STRICT = "strict"  # the layer's own input is binary (DESIGN.md §5, default)
+    STRICT = "strict"  # the layer's own input is binary (the default)
     LINEAR_CHAIN = "linear_chain"  # ... or the untouched output of a layer that counted ACs
 
     @classmethod
@@ -411,7 +411,7 @@ def count_synops(
         e_mac_pj, e_ac_pj: energy per MAC / AC in pJ (4.6 / 0.9 by default).
         eval_mode: run in ``model.eval()`` (restored afterwards).
         spike_input: which inputs count as spikes, a :class:`SpikeInput` or its value:
-            ``"strict"`` (default, DESIGN.md §5: binary inputs only) or ``"linear_chain"``
+            ``"strict"`` (default: binary inputs only) or ``"linear_chain"``
             (also a layer fed directly by the output of a layer that counted ACs, at the rate
             of the spikes that started the chain -- the convention of published SNN energy
             figures). Recorded in the report.

@@ -1,6 +1,6 @@
 """Training memory: live-tensor allocation tracking and bytes saved for backward.
 
-What "memory" means here (DESIGN.md §5): the peak bytes of live tensors during one training step
+What "memory" means here: the peak bytes of live tensors during one training step
 (forward + loss + backward), minus what was live before the step (parameters, buffers, the
 gradients -- allocated before the measured step --, optimiser state and the batch itself).
 Peaks are measured at several batch sizes and reported per *batch range* ``(B1, B2)``:

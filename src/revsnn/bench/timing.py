@@ -1,6 +1,6 @@
 """Step time: wall clock and process CPU time of the same steps, set-ups interleaved step by step.
 
-What "time" means here (DESIGN.md §5): the median of at least 5 timed steps after warm-up.
+What "time" means here: the median of at least 5 timed steps after warm-up.
 Every timed step is measured with two clocks at once -- wall time (``time.perf_counter``,
 bracketed by ``torch.cuda.synchronize`` on a GPU) and process CPU time (``time.process_time``,
 which does not count the time this process waits for a core, so it stays steady on a shared

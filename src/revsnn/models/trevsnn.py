@@ -6,7 +6,7 @@
 
     c_k^t = L_k^t(c_{k-1}^t, c_{k+1}^{t-1}) + alpha_k^t * c_k^{t-1},    c^0 = 0,  c_{-1}^t = s
 
-Heads: one per column, for any T (SYSTEMS.md fixes one per column at T = 4; we keep that rule
+Heads: one per column, for any T (the published model has one per column at T = 4; we keep that rule
 for every T). Column t < T reads ``GAP(c_3^t)`` through a WS 1x1 conv; the last column reads
 ``GAP(S(c_3^T))`` through two WS 1x1 convs. The heads are the engine's readout (an argument of
 each call), so in reversible mode they are recomputed from each rebuilt top state and nothing

@@ -1,4 +1,5 @@
-"""Building blocks of T-RevSNN levels (SYSTEMS.md §2) and of its standard-BPTT counterpart.
+"""Building blocks of T-RevSNN levels (Hu et al., ICML 2024) and of its standard-BPTT
+counterpart.
 
 A level ``L_k^t(lower, upper)`` (no membrane state anywhere)::
 
