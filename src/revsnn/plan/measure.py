@@ -5,7 +5,8 @@ The step is the one the profile models (:func:`revsnn.plan.profiler.training_ste
 everything held on the device during it -- on CPU the exact live-tensor tracker's peak plus the
 parameters, buffers, gradients, optimiser state and batch held across it; on CUDA
 ``max_memory_allocated``. Time: the median of ``rounds`` steps per plan, the plans interleaved
-(each round runs every plan once), wall and process-CPU clocks. The model's parameters,
+(each round runs every plan once, starting one plan later than the round before), wall and
+process-CPU clocks. The model's parameters,
 buffers, gradients, modes and the RNG are restored afterwards.
 """
 
@@ -92,9 +93,11 @@ def measure_plans(
                     out[label]["fixed_bytes"] = fixed
                     out[label]["peak_bytes"] = (float(peak) if dev.type == "cuda"
                                                 else fixed + float(peak - c0))
-            for _ in range(rounds):
-                for label, modes in plans.items():
-                    apply_modes(model, modes)
+            labels = list(plans)
+            for r in range(rounds):
+                # each round starts one plan later, so no plan always runs after the same one
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    apply_modes(model, plans[label])
                     events = step(Meter(None))
                     wall, cpu = events[-1][4]
                     out[label]["wall_times_s"].append(wall)

@@ -295,8 +295,8 @@ def _times(forward, loss_fn, opt, x, y, plans, order, idle, timeline, clock, dev
     rest: Dict[str, List[float]] = {k: [] for k in Clock.KINDS}
     for _ in range(warmup):
         training_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
-    for _ in range(rounds):
-        for plan in plans:
+    for r in range(rounds):
+        for plan in plans[r % len(plans):] + plans[:r % len(plans)]:  # rotated per round
             apply_modes(model, {**plan, **idle})
             events = training_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
             seq = _seq(plan, order)
