@@ -194,11 +194,13 @@ def write_markdown(results: Dict[str, Any], path: Path) -> None:
             f"{r['profile_seconds']:.0f} s (timing spread "
             f"{100 * r['profile_time_spread'][r['clock']]:.0f}% IQR/median)", "",
             "| plan | budget | fits | MiB/img pred | MiB/img meas | slope 8-16 | peak err | "
-            "step pred s | step meas s | step err | x none | spread |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "step pred s | step meas s | step err | x none pred | x none meas | x none err | "
+            "spread |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for key, row in r["rows"].items():
             label = key.split(":", 1)[1]
+            ratio_err = row["predicted_ratio_to_none"] / row["measured_ratio_to_none"] - 1
             p = r["planned"].get(label) if key.startswith("plan:") else None
             budget = f"{(p['budget_bytes'] - r['fixed_bytes']) / MIB / r['batch']:.1f}" if p else ""
             fits = ("yes" if p["fits"] else "no") if p else ""
@@ -208,7 +210,8 @@ def write_markdown(results: Dict[str, Any], path: Path) -> None:
                 f"{row['measured_slope_mib_per_image_8_16']:.2f} | "
                 f"{100 * row['peak_error']:+.1f}% | {row['predicted_step_s']:.3f} | "
                 f"{row['measured_step_s']:.3f} | {100 * row['step_error']:+.1f}% | "
-                f"{row['measured_ratio_to_none']:.2f} | {100 * row['measured_spread']:.0f}% |")
+                f"{row['predicted_ratio_to_none']:.3f} | {row['measured_ratio_to_none']:.3f} | "
+                f"{100 * ratio_err:+.1f}% | {100 * row['measured_spread']:.0f}% |")
         lines += ["", "| budget | planned s | best single mode that fits | planned / best | "
                   "not slower |", "|---|---|---|---|---|"]
         for label, c in r["checks"].items():
@@ -223,7 +226,11 @@ def write_markdown(results: Dict[str, Any], path: Path) -> None:
         lines.append("")
     lines += ["Budget and MiB/img: (peak - fixed) / batch, fixed = parameters, buffers, gradients, "
               "momentum and the batch. Slope 8-16: measured per-image slope of the peak between "
-              "batch 8 and 16. Spread: IQR / median of the measured steps.", ""]
+              "batch 8 and 16. Step err: predicted vs measured step (profile and measurement "
+              "minutes apart, so a change of the machine's load shows here); x none: step / the "
+              "none step of the same phase (predicted / predicted, measured / measured, "
+              "interleaved), x none err: their ratio, free of that drift. Spread: IQR / median "
+              "of the measured steps.", ""]
     path.write_text("\n".join(lines))
 
 
