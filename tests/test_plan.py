@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from contract_helpers import MODELS, assert_same, build, example, step
-from revsnn import plan
+from revsnn import MemoryMode, plan
 from revsnn.cli import main as revsnn_main
 from revsnn.models.base import SpikingModel
 from revsnn.models.blocks import ConvBranch, RecomputedPart, neuron_factory
@@ -101,6 +101,12 @@ def test_predicted_peak_matches_the_exact_tracker(name):
             pred = predict(prof, p, B)
             err = pred.peak_bytes / got[k]["peak_bytes"] - 1
             assert abs(err) <= 0.02, (B, p, err)
+
+
+def test_profile_keeps_a_single_mode_a_single_mode():
+    model = build("ms_resnet_test", dtype=torch.float32).set_memory_mode("checkpoint")
+    plan.profile(model, torch.randn(2, 3, 8, 8), rounds=1)
+    assert model.memory_mode is MemoryMode.CHECKPOINT
 
 
 def test_profile_restores_the_model():

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from .parts import apply_modes, memory_plan
+from .parts import apply_modes, restore_point
 from .profiler import (
     _default_loss,
     _default_optimizer,
@@ -56,7 +56,7 @@ def measure_plans(
     params = [p for p in model.parameters() if p.requires_grad]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    before = memory_plan(model)
+    restore_modes = restore_point(model)
     was_training = model.training
     timeline = Timeline({})
     clock = Clock(dev)
@@ -107,7 +107,7 @@ def measure_plans(
             model.load_state_dict(state)
         for p, g in zip(params, grads):
             p.grad = g
-        apply_modes(model, before)
+        restore_modes()
         model.train(was_training)
     for r in out.values():
         r["batch_size"] = B

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 from torch import nn
 
@@ -24,6 +24,7 @@ __all__ = [
     "part_modes",
     "memory_plan",
     "apply_modes",
+    "restore_point",
     "configurations",
     "parse_bytes",
     "format_bytes",
@@ -80,6 +81,25 @@ def apply_modes(model: nn.Module, modes: Mapping[str, str]) -> None:
         return
     for name, part in parts.items():
         part.memory_mode = modes[name]
+
+
+def restore_point(model: nn.Module) -> Callable[[], None]:
+    """A function that puts the model's modes back as they are now -- through the same
+    single mode when one was set (so that ``model.memory_mode`` is unchanged), else the
+    per-part mapping."""
+    plan = memory_plan(model)
+    single = None
+    if callable(getattr(model, "parts", None)) and callable(
+            getattr(model, "set_memory_mode", None)):
+        single = getattr(model, "memory_mode", None)
+
+    def restore() -> None:
+        if single is not None:
+            model.set_memory_mode(single)
+        else:
+            apply_modes(model, plan)
+
+    return restore
 
 
 def configurations(order: Sequence[str], modes: Mapping[str, Sequence[str]]

@@ -27,7 +27,15 @@ from torch import nn
 
 from ._bench import tensor_bytes
 from .cost import Lin, Profile, bwd_key, fwd_key
-from .parts import GLUE, apply_modes, configurations, memory_plan, model_parts, part_modes
+from .parts import (
+    GLUE,
+    apply_modes,
+    configurations,
+    memory_plan,
+    model_parts,
+    part_modes,
+    restore_point,
+)
 from .timeline import Clock, Meter, Timeline, unit_records
 
 __all__ = ["profile", "training_step", "batch_of"]
@@ -150,6 +158,7 @@ def profile(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     modes_before = memory_plan(model)
+    restore_modes = restore_point(model)
     was_training = model.training
     timeline = Timeline(parts).attach()
     clock = Clock(dev)
@@ -196,7 +205,7 @@ def profile(
             model.load_state_dict(state)
         for p, g in zip(params, grads):
             p.grad = g
-        apply_modes(model, modes_before)
+        restore_modes()
         model.train(was_training)
     meta = {
         "device": str(dev), "device_name": _device_name(dev), "torch": torch.__version__,

@@ -75,6 +75,7 @@ def measure_run_memory(module: nn.Module, model: nn.Module, data: DataBundle, cf
     ``set_memory_mode``)."""
     big = max(int(b) for b in cfg.memory_batches)
     plan = model.memory_plan() if callable(getattr(model, "memory_plan", None)) else None
+    single = getattr(model, "memory_mode", None)  # None for a per-part plan
 
     def make_batch(B: int):
         return sample_batch(data, B, device, make_inputs, need=big)
@@ -89,6 +90,7 @@ def measure_run_memory(module: nn.Module, model: nn.Module, data: DataBundle, cf
         try:
             none = _one(module, make_batch, cfg, device).get("mib_per_image")
         finally:  # the run's own modes again (a per-part plan of --memory-budget included)
-            model.set_memory_mode(plan if plan else cfg.memory_mode)
+            model.set_memory_mode(single if single is not None
+                                  else plan if plan else cfg.memory_mode)
     mem["none_mib_per_image"] = none
     return mem
