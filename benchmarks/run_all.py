@@ -32,6 +32,7 @@ STEPS = {
     "pararevsnn": ["bench_pararevsnn.py"],
     "imagenet_scale": ["trevsnn_energy_imagenet_scale.py"],
     "claims": ["claims.py"],
+    "plan_budgets": ["plan_budgets.py", "--repeats", "7"],
 }
 
 

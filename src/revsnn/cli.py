@@ -1,4 +1,4 @@
-"""The ``revsnn`` command: ``revsnn train | eval | convert | bench | models``."""
+"""The ``revsnn`` command: ``revsnn train | eval | convert | bench | plan | models``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ commands:
   convert  published code's checkpoint -> revsnn checkpoint:
            revsnn convert --published CKPT --model NAME OUT.pt
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
+  plan     per-part memory modes that fit a memory budget at the least step time:
+           revsnn plan --model NAME --batch B --budget 8GiB [--json]
   models   list registered models as a table: revsnn models ['trevsnn*'] [--family F] [--json]
 
 'revsnn <command> --help' describes each command."""
 
 
-COMMANDS = ("train", "eval", "convert", "bench", "models")
+COMMANDS = ("train", "eval", "convert", "bench", "plan", "models")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -44,6 +46,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .bench.cli import main as bench_main
 
         return int(bench_main(rest) or 0)
+    if cmd == "plan":
+        from .plan.cli import main as plan_main
+
+        return int(plan_main(rest) or 0)
     if cmd == "models":
         from .models.listing import main as models_main
 

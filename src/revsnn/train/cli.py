@@ -49,6 +49,7 @@ _FLAGS = {
     "batch_size": "batch_size", "lr": "lr", "memory_mode": "memory_mode", "out": "out",
     "device": "device", "seed": "seed", "resume": "resume", "tensorboard": "tensorboard",
     "amp": "amp", "threads": "threads", "save_every": "save_every",
+    "memory_budget": "memory_budget", "max_batch": "max_batch",
 }
 
 
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--memory-mode", choices=["none", "checkpoint", "reversible"])
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="device memory per process for training, e.g. 8GiB: per-part memory "
+                   "modes chosen by the planner (revsnn plan) replace --memory-mode")
+    p.add_argument("--max-batch", action="store_true", default=None,
+                   help="with --memory-budget: train at the largest batch size that fits")
     p.add_argument("--config", help="YAML file of config keys (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set mixup=0.5 (repeatable)")

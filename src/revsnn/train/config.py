@@ -36,6 +36,10 @@ class TrainConfig:
     data_dir: Optional[str] = None
     T: int = 4
     memory_mode: str = "reversible"
+    # per-part memory modes chosen by revsnn.plan to fit this much device memory per process
+    # (e.g. "8GiB"; replaces memory_mode); max_batch: also the largest batch size that fits
+    memory_budget: Optional[str] = None
+    max_batch: bool = False
     # schedule
     epochs: int = 10
     batch_size: int = 64

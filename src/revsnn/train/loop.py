@@ -77,6 +77,12 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     if registry_model:
         model_info(cfg.model)  # unknown name -> ValueError with suggestions
     MemoryMode.parse(cfg.memory_mode)
+    if cfg.memory_budget is not None:
+        from ..plan.parts import parse_bytes
+
+        parse_bytes(cfg.memory_budget)
+    elif cfg.max_batch:
+        raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
     parse_device(cfg.device)
     for key in ("T", "epochs", "batch_size"):
         if getattr(cfg, key) < 1:
@@ -374,24 +380,30 @@ class _Run:
         threads = (f"{torch.get_num_threads()} CPU thread"
                    f"{'s' if torch.get_num_threads() != 1 else ''}")
         n_test = len(self.data.test) if self.data.test is not None else 0
+        budget = f" (per-part modes for {cfg.memory_budget})" if cfg.memory_budget else ""
         lines = [
             f"revsnn train: {cfg.model} ({self.params:,} params) on {cfg.data} "
             f"({len(self.data.train)} train / {n_test} test), run folder {self.out}",
             f"  device {self.device}, {threads}, {env.world} process"
-            f"{'es' if env.world > 1 else ''} | memory_mode {cfg.memory_mode}, T={cfg.T}, "
+            f"{'es' if env.world > 1 else ''} | memory_mode {self.mode_name}{budget}, T={cfg.T}, "
             f"batch {cfg.batch_size} | {cfg.epochs} epochs x {self.steps} steps = {total:,} "
             "steps" + (f" ({left:,} left, resuming at epoch {self.start_epoch + 1} step "
                        f"{self.start_step + 1})" if cfg.resume else ""),
         ]
         mem = self.memory.get("mib_per_image")
         if isinstance(mem, float):
-            lines.append(f"  training memory {mem:.3f} MiB/image in {cfg.memory_mode} mode"
+            lines.append(f"  training memory {mem:.3f} MiB/image in {self.mode_name} mode"
                          + self._none_part())
         return "\n".join(lines)
 
+    @property
+    def mode_name(self) -> str:
+        """The memory mode, or "plan" when --memory-budget chose per-part modes."""
+        return "plan" if self.cfg.memory_budget else str(self.cfg.memory_mode)
+
     def _none_part(self) -> str:
         mem, none = self.memory.get("mib_per_image"), self.memory.get("none_mib_per_image")
-        if str(self.cfg.memory_mode) == "none" or not isinstance(none, float) or not mem:
+        if self.mode_name == "none" or not isinstance(none, float) or not mem:
             return ""
         return f" (none would need {none:.3f}, {none / mem:.1f}x)"
 
@@ -399,13 +411,13 @@ class _Run:
         mem = self.memory.get("mib_per_image")
         if not isinstance(mem, float):
             return f"training memory n/a ({self.memory.get('method')})"
-        return f"training memory {mem:.4f} MiB/image in {self.cfg.memory_mode} mode" + \
+        return f"training memory {mem:.4f} MiB/image in {self.mode_name} mode" + \
             self._none_part()
 
     def summary(self, status: str, total_time: float) -> Dict[str, Any]:
         cfg, final = self.cfg, self.last
         s = {
-            "status": status, "model": cfg.model, "data": cfg.data, "memory_mode": cfg.memory_mode,
+            "status": status, "model": cfg.model, "data": cfg.data, "memory_mode": self.mode_name,
             "T": cfg.T, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
             "epochs_done": len(self.epoch_times), "global_step": self.global_step,
             "steps_per_epoch": self.steps, "device": str(self.device),
@@ -424,6 +436,8 @@ class _Run:
             "process_cpu_time_s": time.process_time(),
             "run_dir": str(self.out),
         }
+        if cfg.memory_budget and callable(getattr(self.model, "memory_plan", None)):
+            s["memory_plan"] = self.model.memory_plan()
         if self.device.type == "cuda":
             s["cuda_peak_train_mib_per_image"] = (
                 torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -592,6 +606,11 @@ def _train(cfg: TrainConfig, make_data: Callable[[], DataBundle],
             torch.set_num_threads(int(cfg.threads))
         data = make_data()
         model = make_model(data)
+        if cfg.memory_budget is not None:
+            from .budget import plan_memory
+
+            cfg = plan_memory(cfg, data, model, env, log,
+                              lambda b: _inputs(data, b, None, train=False))
         r = _Run(cfg, env, data, model, log)
         return r.fit(), r.model
     finally:

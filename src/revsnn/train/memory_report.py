@@ -20,7 +20,25 @@ from .build import DataBundle
 from .config import TrainConfig
 from .loss import model_loss
 
-__all__ = ["measure_run_memory", "memory_matches"]
+__all__ = ["measure_run_memory", "memory_matches", "sample_batch"]
+
+
+def sample_batch(data: DataBundle, B: int, device: torch.device, make_inputs,
+                 need: Optional[int] = None):
+    """``(x, target)`` of ``B`` evaluation images (the test split when it has ``need``
+    (default ``B``) of them, else the train split), through the run's input pipeline
+    ``make_inputs(Batch)``."""
+    from ..data.loaders import Batch
+
+    need = B if need is None else need
+    source = data.test if data.test is not None and len(data.test) >= need else data.train
+    if hasattr(source, "images"):
+        xb, yb = source.images[:B], source.labels[:B]
+    else:
+        items = [source[i % len(source)] for i in range(B)]
+        xb = torch.stack([it[0] for it in items])
+        yb = torch.as_tensor([int(it[1]) for it in items])
+    return make_inputs(Batch(xb.to(device), yb.to(device), slice(0, len(yb)), len(yb), 0))
 
 
 def _one(module: nn.Module, make_batch, cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
@@ -56,29 +74,23 @@ def measure_run_memory(module: nn.Module, model: nn.Module, data: DataBundle, cf
     ``memory_mode``, ``device_type`` and ``none_mib_per_image`` (None when the model has no
     ``set_memory_mode``)."""
     big = max(int(b) for b in cfg.memory_batches)
-    source = data.test if data.test is not None and len(data.test) >= big else data.train
+    plan = model.memory_plan() if callable(getattr(model, "memory_plan", None)) else None
+    single = getattr(model, "memory_mode", None)  # None for a per-part plan
 
     def make_batch(B: int):
-        from ..data.loaders import Batch
-
-        if hasattr(source, "images"):
-            xb, yb = source.images[:B], source.labels[:B]
-        else:
-            items = [source[i] for i in range(B)]
-            xb = torch.stack([it[0] for it in items])
-            yb = torch.as_tensor([int(it[1]) for it in items])
-        return make_inputs(Batch(xb.to(device), yb.to(device), slice(0, B), B, 0))
+        return sample_batch(data, B, device, make_inputs, need=big)
 
     mem = _one(module, make_batch, cfg, device)
     mem.update(memory_mode=str(cfg.memory_mode), device_type=device.type)
     none: Optional[float] = None
-    if str(cfg.memory_mode) == "none":
+    if (set(plan.values()) == {"none"}) if plan else str(cfg.memory_mode) == "none":
         none = mem.get("mib_per_image")
     elif callable(getattr(model, "set_memory_mode", None)) and mem.get("mib_per_image"):
         model.set_memory_mode("none")
         try:
             none = _one(module, make_batch, cfg, device).get("mib_per_image")
-        finally:
-            model.set_memory_mode(cfg.memory_mode)
+        finally:  # the run's own modes again (a per-part plan of --memory-budget included)
+            model.set_memory_mode(single if single is not None
+                                  else plan if plan else cfg.memory_mode)
     mem["none_mib_per_image"] = none
     return mem

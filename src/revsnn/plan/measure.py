@@ -1,0 +1,123 @@
+"""A plan's measured peak memory and step time, to check the planner's predictions.
+
+The step is the one the profile models (:func:`revsnn.plan.profiler.training_step`):
+``zero_grad`` with gradients kept allocated, forward, loss, backward, optimiser step. Peak:
+everything held on the device during it -- on CPU the exact live-tensor tracker's peak plus the
+parameters, buffers, gradients, optimiser state and batch held across it; on CUDA
+``max_memory_allocated``. Time: the median of ``rounds`` steps per plan, the plans interleaved
+(each round runs every plan once, starting one plan later than the round before), wall and
+process-CPU clocks. The model's parameters,
+buffers, gradients, modes and the RNG are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .parts import apply_modes, restore_point
+from .profiler import (
+    _default_loss,
+    _default_optimizer,
+    _device,
+    _fixed_bytes,
+    _resize,
+    batch_of,
+    training_step,
+)
+from .timeline import Clock, Meter, Timeline
+
+__all__ = ["measure_plan", "measure_plans"]
+
+
+def measure_plans(
+    model: nn.Module,
+    plans: Mapping[str, Mapping[str, str]],
+    example_input: torch.Tensor,
+    target: Optional[torch.Tensor] = None,
+    *,
+    forward: Optional[Callable] = None,
+    loss_fn: Optional[Callable] = None,
+    optimizer: Optional[Callable] = None,
+    rounds: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+) -> Dict[str, Dict[str, Any]]:
+    """Measure several plans (``{label: modes}``) on one batch; returns per label
+    ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``."""
+    dev = _device(model)
+    x = example_input.to(dev)
+    B = batch_of(x)
+    forward = forward or model
+    loss_fn = loss_fn or _default_loss
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    restore_modes = restore_point(model)
+    was_training = model.training
+    timeline = Timeline({})
+    clock = Clock(dev)
+    out: Dict[str, Dict[str, Any]] = {k: {"wall_times_s": [], "cpu_times_s": []} for k in plans}
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(0)
+            model.train()
+            opt = (optimizer or _default_optimizer)(params)
+            if target is None:
+                k = getattr(model, "num_classes", None)
+                if not isinstance(k, int):
+                    with torch.no_grad():
+                        o = forward(x)
+                    k = (o[-1] if isinstance(o, (list, tuple)) else o).shape[-1]
+                g = torch.Generator().manual_seed(1)
+                y = torch.randint(0, k, (B,), generator=g).to(dev)
+            else:
+                y = _resize(target.to(dev), B)
+
+            def step(meter: Meter):
+                return training_step(forward, loss_fn, opt, x, y, timeline, meter, clock)
+
+            step(Meter(None))  # gradients and optimiser state exist before anything is measured
+            for label, modes in plans.items():
+                apply_modes(model, modes)
+                for _ in range(warmup):
+                    step(Meter(None))
+                if memory:
+                    events = step(Meter(dev))
+                    fixed = _fixed_bytes(dev, events, model, params, opt, x, y)
+                    c0 = events[0][2]
+                    peak = max(p for _, _, _, p, _ in events)
+                    out[label]["fixed_bytes"] = fixed
+                    out[label]["peak_bytes"] = (float(peak) if dev.type == "cuda"
+                                                else fixed + float(peak - c0))
+            labels = list(plans)
+            for r in range(rounds):
+                # each round starts one plan later, so no plan always runs after the same one
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    apply_modes(model, plans[label])
+                    events = step(Meter(None))
+                    wall, cpu = events[-1][4]
+                    out[label]["wall_times_s"].append(wall)
+                    out[label]["cpu_times_s"].append(cpu)
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(state)
+        for p, g in zip(params, grads):
+            p.grad = g
+        restore_modes()
+        model.train(was_training)
+    for r in out.values():
+        r["batch_size"] = B
+        if r["wall_times_s"]:
+            r["wall_s"] = statistics.median(r["wall_times_s"])
+            r["cpu_s"] = statistics.median(r["cpu_times_s"])
+    return out
+
+
+def measure_plan(model: nn.Module, modes: Mapping[str, str], example_input: torch.Tensor,
+                 target: Optional[torch.Tensor] = None, **kw) -> Dict[str, Any]:
+    """:func:`measure_plans` for one plan."""
+    return measure_plans(model, {"plan": modes}, example_input, target, **kw)["plan"]
