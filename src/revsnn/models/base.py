@@ -42,7 +42,7 @@ from typing import ClassVar, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..reversible.mode import HasMemoryMode, MemoryMode, check_mode
+from ..reversible.mode import MemoryMode, check_mode, parts_of
 from ..reversible.recompute import guard
 
 __all__ = ["SpikingModel", "check_input", "Plan"]
@@ -163,17 +163,7 @@ class SpikingModel(nn.Module):
     # ------------------------------------------------------------------ memory modes
     def parts(self) -> Dict[str, nn.Module]:
         """The model's parts (submodules with a memory mode, the outermost ones), by name."""
-        out: Dict[str, nn.Module] = {}
-        stack: List[Tuple[str, nn.Module]] = [("", self)]
-        while stack:
-            prefix, module = stack.pop()
-            for name, child in module.named_children():
-                path = f"{prefix}.{name}" if prefix else name
-                if isinstance(child, HasMemoryMode):
-                    out[path] = child
-                else:
-                    stack.append((path, child))
-        return dict(sorted(out.items(), key=lambda kv: _natural(kv[0])))
+        return parts_of(self)
 
     def default_plan(self, mode: MemoryMode) -> Dict[str, MemoryMode]:
         """The per-part modes that ``set_memory_mode(mode)`` applies (every part in ``mode`` by
@@ -230,10 +220,6 @@ class SpikingModel(nn.Module):
     def forward_heads(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Every head's logits for the training loss (one head: ``[self(x)]``)."""
         return [self(x)]
-
-
-def _natural(name: str) -> Tuple:
-    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
 
 
 def _resolve(plan: Mapping[str, MemoryMode], names: List[str], who: str,

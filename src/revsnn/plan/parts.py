@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence
 
 from torch import nn
 
-from ..reversible.mode import HasMemoryMode, MemoryMode
+from ..reversible.mode import MemoryMode, parts_of
 
 __all__ = [
     "GLUE",
@@ -39,19 +39,7 @@ MIB = float(1 << 20)
 def model_parts(model: nn.Module) -> Dict[str, nn.Module]:
     """The parts of ``model`` by name (``model.parts()`` when it has that method)."""
     fn = getattr(model, "parts", None)
-    if callable(fn):
-        return dict(fn())
-    out: Dict[str, nn.Module] = {}
-    stack: List[Tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        prefix, module = stack.pop()
-        for name, child in module.named_children():
-            path = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, HasMemoryMode):
-                out[path] = child
-            else:
-                stack.append((path, child))
-    return dict(sorted(out.items()))
+    return dict(fn()) if callable(fn) else parts_of(model)
 
 
 def part_modes(part: nn.Module) -> List[str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar, Iterable, Tuple, Union
+from typing import TYPE_CHECKING, ClassVar, Dict, Iterable, List, Tuple, Union
 
-__all__ = ["MemoryMode", "HasMemoryMode", "check_mode"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["MemoryMode", "HasMemoryMode", "check_mode", "parts_of"]
 
 
 class MemoryMode(str, Enum):
@@ -67,3 +70,24 @@ class HasMemoryMode:
     def set_memory_mode(self, mode: Union[str, MemoryMode]):
         self.memory_mode = mode
         return self
+
+
+def parts_of(module: nn.Module) -> Dict[str, nn.Module]:
+    """The parts inside ``module``: the outermost submodules with a memory mode
+    (:class:`HasMemoryMode`), by dotted name, in natural order (``stages.2`` before
+    ``stages.10``)."""
+    out: Dict[str, nn.Module] = {}
+    stack: List[Tuple[str, nn.Module]] = [("", module)]
+    while stack:
+        prefix, m = stack.pop()
+        for name, child in m.named_children():
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, HasMemoryMode):
+                out[path] = child
+            else:
+                stack.append((path, child))
+
+    def natural(name: str) -> Tuple:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
+
+    return dict(sorted(out.items(), key=lambda kv: natural(kv[0])))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 __all__ = [
+    "validate_config",
     "TrainConfig", "apply_overrides", "config_text", "load_config_file", "parse_set", "parse_value",
     "save_config",
 ]
@@ -272,3 +273,49 @@ def config_text(cfg: TrainConfig) -> str:
 def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
     """Write :func:`config_text` to ``path``."""
     Path(path).write_text(config_text(cfg))
+
+
+def validate_config(cfg: TrainConfig, registry_model: bool = True,
+                    registry_data: bool = True) -> None:
+    """Cheap checks of a config before anything is built (names, ranges, options)."""
+    from ..data import check_dataset_name
+    from ..models.registry import model_info
+    from ..reversible.mode import MemoryMode
+    from .distributed import parse_device
+
+    if registry_data:
+        check_dataset_name(cfg.data)
+    if registry_model:
+        model_info(cfg.model)  # unknown name -> ValueError with suggestions
+    MemoryMode.parse(cfg.memory_mode)
+    if cfg.memory_budget is not None:
+        from ..plan.parts import parse_bytes
+
+        parse_bytes(cfg.memory_budget)
+    elif cfg.max_batch:
+        raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
+    parse_device(cfg.device)
+    for key in ("T", "epochs", "batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("save_every", "num_workers"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.threads is not None and cfg.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.optimizer.lower() not in ("sgd", "adamw", "lamb"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected sgd, adamw or lamb")
+    if cfg.scheduler.lower() not in ("cosine", "step", "constant"):
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
+    if cfg.amp_dtype not in ("auto", "bfloat16", "float16"):
+        raise ValueError(f"amp_dtype must be auto, bfloat16 or float16, got {cfg.amp_dtype!r}")
+    if cfg.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "--tensorboard needs the tensorboard package: pip install 'revsnn[bench]' "
+                "(or pip install tensorboard), or drop --tensorboard"
+            ) from None

@@ -27,8 +27,8 @@ from torch import nn
 from ..data import DataInfo, ImageSet
 from ..data.tonic_sets import MapDataset
 from .build import bundle_data
-from .config import TrainConfig, apply_overrides
-from .loop import _train, validate_config
+from .config import TrainConfig, apply_overrides, validate_config
+from .loop import _train
 
 __all__ = ["fit"]
 

@@ -22,9 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..data import Loader, check_dataset_name
-from ..models.registry import model_info
-from ..reversible.mode import MemoryMode
+from ..data import Loader
 from .build import (
     DataBundle,
     TrainForward,
@@ -34,13 +32,12 @@ from .build import (
     count_parameters,
 )
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, validate_config
 from .distributed import (
     DistEnv,
     all_reduce_sum,
     cleanup,
     init_distributed,
-    parse_device,
     wrap_model,
 )
 from .interrupt import StopRequest, TrainingInterrupted
@@ -67,47 +64,6 @@ class TrainingDiverged(RuntimeError):
 
 class _Stop(Exception):
     """Internal: a stop was requested (Ctrl-C) and the state is consistent."""
-
-
-def validate_config(cfg: TrainConfig, registry_model: bool = True,
-                    registry_data: bool = True) -> None:
-    """Cheap checks of a config before anything is built (names, ranges, options)."""
-    if registry_data:
-        check_dataset_name(cfg.data)
-    if registry_model:
-        model_info(cfg.model)  # unknown name -> ValueError with suggestions
-    MemoryMode.parse(cfg.memory_mode)
-    if cfg.memory_budget is not None:
-        from ..plan.parts import parse_bytes
-
-        parse_bytes(cfg.memory_budget)
-    elif cfg.max_batch:
-        raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
-    parse_device(cfg.device)
-    for key in ("T", "epochs", "batch_size"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("save_every", "num_workers"):
-        if getattr(cfg, key) < 0:
-            raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
-    if cfg.threads is not None and cfg.threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
-    if cfg.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.optimizer.lower() not in ("sgd", "adamw", "lamb"):
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected sgd, adamw or lamb")
-    if cfg.scheduler.lower() not in ("cosine", "step", "constant"):
-        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
-    if cfg.amp_dtype not in ("auto", "bfloat16", "float16"):
-        raise ValueError(f"amp_dtype must be auto, bfloat16 or float16, got {cfg.amp_dtype!r}")
-    if cfg.tensorboard:
-        try:
-            import torch.utils.tensorboard  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "--tensorboard needs the tensorboard package: pip install 'revsnn[bench]' "
-                "(or pip install tensorboard), or drop --tensorboard"
-            ) from None
 
 
 def _amp(cfg: TrainConfig, device: torch.device):
