@@ -18,14 +18,15 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from .parts import apply_modes, restore_point
+from .parts import apply_modes
 from .profiler import (
     _default_loss,
     _default_optimizer,
     _device,
     _fixed_bytes,
-    _resize,
     batch_of,
+    label_source,
+    preserved,
     training_step,
 )
 from .timeline import Clock, Meter, Timeline
@@ -54,61 +55,38 @@ def measure_plans(
     forward = forward or model
     loss_fn = loss_fn or _default_loss
     params = [p for p in model.parameters() if p.requires_grad]
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    restore_modes = restore_point(model)
-    was_training = model.training
     timeline = Timeline({})
     clock = Clock(dev)
     out: Dict[str, Dict[str, Any]] = {k: {"wall_times_s": [], "cpu_times_s": []} for k in plans}
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(0)
-            model.train()
-            opt = (optimizer or _default_optimizer)(params)
-            if target is None:
-                k = getattr(model, "num_classes", None)
-                if not isinstance(k, int):
-                    with torch.no_grad():
-                        o = forward(x)
-                    k = (o[-1] if isinstance(o, (list, tuple)) else o).shape[-1]
-                g = torch.Generator().manual_seed(1)
-                y = torch.randint(0, k, (B,), generator=g).to(dev)
-            else:
-                y = _resize(target.to(dev), B)
+    with preserved(model, dev):
+        opt = (optimizer or _default_optimizer)(params)
+        y = label_source(model, forward, x, target, dev)(B)
 
-            def step(meter: Meter):
-                return training_step(forward, loss_fn, opt, x, y, timeline, meter, clock)
+        def step(meter: Meter):
+            return training_step(forward, loss_fn, opt, x, y, timeline, meter, clock)
 
-            step(Meter(None))  # gradients and optimiser state exist before anything is measured
-            for label, modes in plans.items():
-                apply_modes(model, modes)
-                for _ in range(warmup):
-                    step(Meter(None))
-                if memory:
-                    events = step(Meter(dev))
-                    fixed = _fixed_bytes(dev, events, model, params, opt, x, y)
-                    c0 = events[0][2]
-                    peak = max(p for _, _, _, p, _ in events)
-                    out[label]["fixed_bytes"] = fixed
-                    out[label]["peak_bytes"] = (float(peak) if dev.type == "cuda"
-                                                else fixed + float(peak - c0))
-            labels = list(plans)
-            for r in range(rounds):
-                # each round starts one plan later, so no plan always runs after the same one
-                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-                    apply_modes(model, plans[label])
-                    events = step(Meter(None))
-                    wall, cpu = events[-1][4]
-                    out[label]["wall_times_s"].append(wall)
-                    out[label]["cpu_times_s"].append(cpu)
-    finally:
-        with torch.no_grad():
-            model.load_state_dict(state)
-        for p, g in zip(params, grads):
-            p.grad = g
-        restore_modes()
-        model.train(was_training)
+        step(Meter(None))  # gradients and optimiser state exist before anything is measured
+        for label, modes in plans.items():
+            apply_modes(model, modes)
+            for _ in range(warmup):
+                step(Meter(None))
+            if memory:
+                events = step(Meter(dev))
+                fixed = _fixed_bytes(dev, events, model, params, opt, x, y)
+                c0 = events[0][2]
+                peak = max(p for _, _, _, p, _ in events)
+                out[label]["fixed_bytes"] = fixed
+                out[label]["peak_bytes"] = (float(peak) if dev.type == "cuda"
+                                            else fixed + float(peak - c0))
+        labels = list(plans)
+        for r in range(rounds):
+            # each round starts one plan later, so no plan always runs after the same one
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                apply_modes(model, plans[label])
+                events = step(Meter(None))
+                wall, cpu = events[-1][4]
+                out[label]["wall_times_s"].append(wall)
+                out[label]["cpu_times_s"].append(cpu)
     for r in out.values():
         r["batch_size"] = B
         if r["wall_times_s"]:

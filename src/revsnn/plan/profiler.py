@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import platform
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -72,6 +73,52 @@ def _device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+@contextmanager
+def preserved(model: nn.Module, dev: torch.device) -> Iterator[None]:
+    """Run a measurement in training mode from seed 0, then restore the model's parameters,
+    buffers, gradients, memory modes, training flag and the RNG, whatever happened."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    restore_modes = restore_point(model)
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(0)
+            model.train()
+            yield
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(state)
+        for p, g in zip(params, grads):
+            p.grad = g
+        restore_modes()
+        model.train(was_training)
+
+
+def label_source(model: nn.Module, forward: Callable, x: torch.Tensor,
+                 target: Optional[torch.Tensor], dev: torch.device
+                 ) -> Callable[[int], torch.Tensor]:
+    """``b -> labels`` of batch ``b``: ``target`` resized, or fixed random classes (the
+    number of classes from ``model.num_classes`` or the width of one forward's logits)."""
+    if target is not None:
+        y0 = target.to(dev)
+        return lambda b: _resize(y0, b)
+    k = getattr(model, "num_classes", None)
+    if not isinstance(k, int):
+        with torch.no_grad():
+            out = forward(x)
+        logits = out[-1] if isinstance(out, (list, tuple)) else out
+        k = logits.shape[-1] if logits.dim() else 1
+        del out, logits
+
+    def labels(b: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(1)
+        return torch.randint(0, k, (b,), generator=g).to(dev)
+
+    return labels
 
 
 def training_step(forward: Callable, loss_fn: LossFn, opt: torch.optim.Optimizer,
@@ -155,33 +202,13 @@ def profile(
     make_opt = optimizer or _default_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     modes_before = memory_plan(model)
-    restore_modes = restore_point(model)
-    was_training = model.training
     timeline = Timeline(parts).attach()
     clock = Clock(dev)
-    devices = [dev] if dev.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
-            model.train()
+        with preserved(model, dev):
             opt = make_opt(params)
-            y0 = target.to(dev) if target is not None else None
-            k = getattr(model, "num_classes", None)
-            if y0 is None and not isinstance(k, int):
-                with torch.no_grad():
-                    out = forward(x0)
-                logits = out[-1] if isinstance(out, (list, tuple)) else out
-                k = logits.shape[-1] if logits.dim() else 1
-                del out, logits
-
-            def labels(b: int) -> torch.Tensor:
-                if y0 is not None:
-                    return _resize(y0, b)
-                g = torch.Generator().manual_seed(1)
-                return torch.randint(0, k, (b,), generator=g).to(dev)
+            labels = label_source(model, forward, x0, target, dev)
 
             # discovery and warm-up (allocates gradients and optimiser state)
             y = labels(B0)
@@ -201,12 +228,6 @@ def profile(
         ) from None
     finally:
         timeline.detach()
-        with torch.no_grad():
-            model.load_state_dict(state)
-        for p, g in zip(params, grads):
-            p.grad = g
-        restore_modes()
-        model.train(was_training)
     meta = {
         "device": str(dev), "device_name": _device_name(dev), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "plans_profiled": len(plans),
