@@ -20,7 +20,7 @@ import torch
 
 import revsnn
 from revsnn.bench import measure, report
-from revsnn.bench.peers import is_peer, peer_unavailable_reason
+from revsnn.bench.peers import is_peer, list_peers, peer_unavailable_reason
 from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create, family, in_modes, supported_modes
 
@@ -31,7 +31,7 @@ def default_models() -> str:
     names = [n for fam in ("revsnn", "msresnet", "spikingformer")
              for n in revsnn.list_models(family=fam)
              if not n.endswith("_test") and revsnn.model_info(n).input != "frames"]
-    return ",".join(names + ["spikingjelly:ms_resnet34", "spikingjelly:ms_resnet34+memopt1"])
+    return ",".join(names + [n for n in list_peers() if n.startswith("spikingjelly:ms_resnet34")])
 
 
 def log(msg: str) -> None:
@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     s = measure.settings_from(args)
     rows, skipped = [], {}
     for name in args.models.split(","):
-        if is_peer(name) and peer_unavailable_reason(name):
-            skipped[name] = peer_unavailable_reason(name)
+        if is_peer(name) and peer_unavailable_reason(name, s.device):
+            skipped[name] = peer_unavailable_reason(name, s.device)
             log(f"skip {name}: {skipped[name]}")
             continue
         model = create(name, num_classes=s.num_classes, T=s.T, device=s.device)

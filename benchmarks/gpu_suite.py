@@ -10,6 +10,9 @@ Sections (``--only`` picks some), each the same benchmark command as on a CPU wi
   energy count does not depend on the device and is not repeated);
 - ``pararevsnn``: ``benchmarks/bench_pararevsnn.py`` at 37 and 69 layers with RevSResNet, the
   fused ParaRevSNN and the two-stream ``pair`` path (``streams=True``);
+- ``plan``: ``benchmarks/plan_budgets.py``: the planner's predicted vs measured peak and step
+  at 25 / 50 / 75 % budgets on the four models, beside SpikingJelly's MS-ResNet34 plain, memopt
+  level 1 and level 4 (level 4's search needs CUDA);
 - ``checks``: equality checks -- a channels_last copy against the contiguous model, and under
   bf16 autocast each memory mode against ``none`` (relative differences of the logits and of
   every parameter gradient, and whether they are within tolerance).
@@ -37,13 +40,13 @@ import bench_pararevsnn  # noqa: E402
 import bench_revsnn  # noqa: E402
 import bench_trevsnn  # noqa: E402
 import claims  # noqa: E402
+import plan_budgets  # noqa: E402
 
 from revsnn.bench.data import random_batches  # noqa: E402
 from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table  # noqa: E402
 from revsnn.bench.setups import create, objective, supported_modes  # noqa: E402
 
 RANGES = ["2,4", "16,32", "32,64"]
-SJ = "spikingjelly:ms_resnet34,spikingjelly:ms_resnet34+memopt1"
 #: section -> (command, full arguments, smoke arguments)
 SECTIONS = {
     "claims": (claims.main, ["--ranges", *RANGES, "--time-batch", "32"],
@@ -59,7 +62,15 @@ SECTIONS = {
                     "pararevsnn_pair", "--streams", "--ranges", *RANGES, "--time-batch", "32"],
                    ["--depths", "21", "--widths", "4,4,4,4", "--kinds", "revsresnet",
                     "pararevsnn_pair", "--ranges", "1,2", "--time-batch", "1"]),
+    # writes plan_budgets_<kind>.{json,md} and the plan-space figure into the folder
+    "plan": (plan_budgets.main, ["--rounds", "2", "--repeats", "7"],
+             ["--models", "ms_resnet_test", "--peers-beside", "ms_resnet_test", "--peers",
+              "spikingjelly:ms_resnet34", "spikingjelly:ms_resnet34+memopt4", "--batch", "4",
+              "--image", "8", "--T", "2", "--rounds", "1", "--repeats", "2",
+              "--figure-model", "ms_resnet_test"]),
 }
+#: sections whose script takes a folder (``--out``), not a results file
+FOLDER_OUT = {"plan"}
 CHECK_MODELS = ["revs_resnet21", "ms_resnet34", "trevsnn_tiny", "pararevsnn_resnet21"]
 SMOKE_CHECK_MODELS = ["revs_resnet_test", "ms_resnet_test", "trevsnn_test", "pararevsnn_test"]
 TOL = {"channels_last": 1e-3, "bf16_autocast": 5e-2}
@@ -148,8 +159,8 @@ def main(argv=None) -> int:
             publish(out / f"checks_{kind}.json", prov, rows, tables={"checks": text})
         else:
             fn, full, smoke = SECTIONS[name]
-            fn([*(smoke if args.smoke else full), "--device", args.device,
-                "--out", str(out / f"{name}_{kind}.json")])
+            target = out if name in FOLDER_OUT else out / f"{name}_{kind}.json"
+            fn([*(smoke if args.smoke else full), "--device", args.device, "--out", str(target)])
         seconds[name] = round(time.time() - t0, 1)
         print(f"[gpu_suite] {name} done in {seconds[name]} s", file=sys.stderr, flush=True)
     print(f"[gpu_suite] sections {seconds}, total {sum(seconds.values()):.0f} s", file=sys.stderr)

@@ -44,13 +44,17 @@ import torch
 
 import revsnn
 from revsnn import plan
+from revsnn.bench.peers import list_peers, peer_unavailable_reason
 from revsnn.bench.report import environment
 from revsnn.bench.results import caption
+from revsnn.bench.setups import create
 from revsnn.plan.cost import Profile, predict
 from revsnn.train.build import TrainForward
 from revsnn.train.loss import model_loss
 
 MODELS = ["revs_resnet37", "pararevsnn_resnet37", "ms_resnet34", "trevsnn_tiny"]
+#: SpikingJelly's MS-ResNet34 (the same 21,282,122 parameters), beside ms_resnet34's plans
+PEERS = [n for n in list_peers() if n.startswith("spikingjelly:ms_resnet34")]
 FRACTIONS = (0.25, 0.5, 0.75)
 MIB = float(1 << 20)
 
@@ -67,6 +71,12 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     p.add_argument("--out", default="docs/results")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (results file per kind)")
+    p.add_argument("--peers", nargs="*", default=PEERS,
+                   help="peer models measured beside ms_resnet34's plans in the same process "
+                   "(skipped, with the reason, where not installed or not on this device)")
+    p.add_argument("--peers-beside", default="ms_resnet34",
+                   help="the model whose plans the peers are measured beside")
     p.add_argument("--figure-model", default="revs_resnet37")
     p.add_argument("--figure-only", action="store_true")
     return p.parse_args(argv)
@@ -86,10 +96,10 @@ def _spread(times: List[float]) -> float:
 
 def run_model(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     torch.manual_seed(0)
-    model = revsnn.create_model(name, num_classes=args.classes, T=args.T)
+    model = revsnn.create_model(name, num_classes=args.classes, T=args.T).to(args.device)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, args.image, args.image, generator=g)
-    y = torch.randint(0, args.classes, (args.batch,), generator=g)
+    x = torch.rand(args.batch, 3, args.image, args.image, generator=g).to(args.device)
+    y = torch.randint(0, args.classes, (args.batch,), generator=g).to(args.device)
     step = dict(forward=TrainForward(model), loss_fn=lambda out, t: model_loss(out, t),
                 optimizer=_sgd)
     t0 = time.time()
@@ -166,7 +176,8 @@ def run_model(name: str, args: argparse.Namespace) -> Dict[str, Any]:
                                    row["measured_step_s"] <= best_s) if fit else None,
             "planned_over_best_single": row["measured_step_s"] / best_s if fit else None,
         }
-    env = environment("cpu", torch.float32)
+    peers = measure_peers(args, x, y, rows["single:none"]) if name == args.peers_beside else {}
+    env = environment(args.device, torch.float32)
     return {
         "model": name, "batch": B, "T": args.T, "image_size": args.image,
         "classes": args.classes, "threads": torch.get_num_threads(), "clock": args.clock,
@@ -177,7 +188,37 @@ def run_model(name: str, args: argparse.Namespace) -> Dict[str, Any]:
         "profile_seconds": t_profile, "measure_seconds": t_measure,
         "profile_time_spread": prof.time_spread, "profile_pair_spread_bytes": prof.pair_spread,
         "profile": prof.to_dict(), "planned": planned, "rows": rows, "checks": checks,
+        "peers": peers, "device_kind": torch.device(args.device).type,
     }
+
+
+def measure_peers(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor,
+                  ours_none: Dict[str, Any]) -> Dict[str, Any]:
+    """Each peer's peak and step, measured as the plans are (the same step, batch, optimiser
+    and repeats), one after another in this process; ratios to the peer's plain step and to
+    our ``none`` step."""
+    B, out = args.batch, {}
+    for name in args.peers:
+        reason = peer_unavailable_reason(name, args.device)
+        if reason:
+            print(f"  skip {name}: {reason}", file=sys.stderr, flush=True)
+            out[name] = {"skipped": reason}
+            continue
+        peer = create(name, num_classes=args.classes, T=args.T, image_size=args.image,
+                      device=args.device)
+        m = plan.measure_plans(peer, {name: {}}, x, y, rounds=args.repeats, warmup=1,
+                               optimizer=_sgd)[name]
+        out[name] = {"measured_peak_bytes": m["peak_bytes"],
+                     "measured_mib_per_image": (m["peak_bytes"] - m["fixed_bytes"]) / MIB / B,
+                     "measured_step_s": m[f"{args.clock}_s"],
+                     "measured_times_s": m[f"{args.clock}_times_s"],
+                     "measured_ratio_to_our_none": m[f"{args.clock}_s"]
+                     / ours_none["measured_step_s"]}
+    plain = out.get(PEERS[0], {}).get("measured_step_s")
+    for r in out.values():
+        if plain and "measured_step_s" in r:
+            r["measured_ratio_to_peer_plain"] = r["measured_step_s"] / plain
+    return out
 
 
 def _load(path: Path) -> Dict[str, Any]:
@@ -237,8 +278,10 @@ def provenance_of(results: Dict[str, Any]) -> Dict[str, Any]:
     """One provenance record for the file (the settings each model entry also holds)."""
     first = next(iter(results.values()))
     commits = sorted({r["commit"] for r in results.values()})
+    kind = first.get("device_kind", "cpu")
     return {
-        "command": "python benchmarks/plan_budgets.py",
+        "command": "python benchmarks/plan_budgets.py" + ("" if kind == "cpu" else
+                                                          f" --device {kind}"),
         "device": first["device"], "torch": first["torch"], "dtype": first["dtype"],
         "threads": first["threads"], "commit": ", ".join(commits),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -254,8 +297,8 @@ def write_results_file(results: Dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1))
 
 
-def write_markdown(results: Dict[str, Any], path: Path) -> None:
-    lines = ["# Memory planner: predicted vs measured (CPU)", ""]
+def write_markdown(results: Dict[str, Any], path: Path, kind: str) -> None:
+    lines = [f"# Memory planner: predicted vs measured ({kind.upper()})", ""]
     for name, r in results.items():
         lines += [
             f"## {name}", "",
@@ -295,6 +338,20 @@ def write_markdown(results: Dict[str, Any], path: Path) -> None:
             lines.append(f"| {label} | {c['planned_s']:.3f}{same} | {best} "
                          f"{c['best_single_that_fits_s']:.3f} | "
                          f"{c['planned_over_best_single']:.3f} | {c['planned_not_slower']} |")
+        peers = r.get("peers") or {}
+        if peers:
+            lines += ["", "Peers, measured after the plans in the same process (same step, "
+                      "batch and optimiser):", "",
+                      "| peer | MiB/img | step s | x peer plain | x our none |",
+                      "|---|---|---|---|---|"]
+            for peer, p in peers.items():
+                if "skipped" in p:
+                    lines.append(f"| {peer} | skipped: {p['skipped']} | | | |")
+                    continue
+                lines.append(f"| {peer} | {p['measured_mib_per_image']:.2f} | "
+                             f"{p['measured_step_s']:.3f} | "
+                             f"{p.get('measured_ratio_to_peer_plain', float('nan')):.3f} | "
+                             f"{p['measured_ratio_to_our_none']:.3f} |")
         lines.append("")
     lines += ["Budget and MiB/img: (peak - fixed) / batch, fixed = parameters, buffers, gradients, "
               "momentum and the batch. Slope 8-16: measured per-image slope of the peak between "
@@ -357,7 +414,8 @@ def figure(result: Dict[str, Any], path: Path) -> None:
     ax.set_xlabel("memory per image: (peak - fixed) / batch [MiB]")
     ax.set_ylabel(f"step time / none step ({clock})")
     ax.set_title(f"{result['model']}: every per-part plan (batch {B}, T={result['T']}, "
-                 f"{result['image_size']}x{result['image_size']}, CPU)", fontsize=10)
+                 f"{result['image_size']}x{result['image_size']}, "
+                 f"{result['device']})", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -370,7 +428,10 @@ def main(argv: List[str]) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jpath = out / "plan_budgets_cpu.json"
+    kind = torch.device(args.device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on a GPU machine, or --device cpu")
+    jpath = out / f"plan_budgets_{kind}.json"
     results = _load(jpath)
     if not args.figure_only:
         for name in args.models:
@@ -385,9 +446,9 @@ def main(argv: List[str]) -> int:
                       f"{row['measured_step_s']:.3f} s ({100 * row['step_error']:+.1f}%)  "
                       f"x none {row['measured_ratio_to_none']:.2f}", file=sys.stderr, flush=True)
     write_results_file(results, jpath)
-    write_markdown(results, out / "plan_budgets_cpu.md")
+    write_markdown(results, out / f"plan_budgets_{kind}.md", kind)
     if args.figure_model in results:
-        figure(results[args.figure_model], out / f"plan_space_{args.figure_model}_cpu.png")
+        figure(results[args.figure_model], out / f"plan_space_{args.figure_model}_{kind}.png")
     return 0
 
 

@@ -81,7 +81,8 @@ def test_a_claim_with_a_missing_peer_is_skipped_with_the_reason(monkeypatch):
     import revsnn.bench.peers as peers
 
     monkeypatch.setattr(peers, "peer_unavailable_reason",
-                        lambda name: "not installed: pip install ..." if ":" in name else "")
+                        lambda name, device="cpu": "not installed: pip install ..."
+                        if ":" in name else "")
     claim = dataclasses.replace(select(["spikingjelly-ms-resnet34"])[0])
     (row,) = run_claims([claim], Settings(ranges=((1, 2),)))
     assert row["measured"] == "skipped" and row["skipped"].startswith("not installed")

@@ -66,3 +66,27 @@ def test_smoke_numbers_have_the_expected_shape(smoke):
     assert {r["check"] for r in checks} == {"channels_last", "bf16_autocast"}
     for r in checks:  # every check either measured both runs or says why it could not
         assert ("grad_rel_max" in r) != ("error" in r), r
+
+
+def test_plan_section_measures_plans_and_the_peers_beside_them(smoke):
+    import json
+
+    from revsnn.bench.peers import peer_unavailable_reason
+
+    doc = json.loads((smoke / "plan_budgets_cpu.json").read_text())
+    r = doc["models"]["ms_resnet_test"]
+    assert {"single:none", "single:checkpoint", "plan:50%"} <= set(r["rows"])
+    for row in r["rows"].values():
+        assert row["measured_peak_bytes"] > 0 and row["measured_step_s"] > 0
+    peers = r["peers"]
+    assert "CUDA" in peers["spikingjelly:ms_resnet34+memopt4"]["skipped"]
+    plain = peers["spikingjelly:ms_resnet34"]
+    reason = peer_unavailable_reason("spikingjelly:ms_resnet34")
+    if reason:  # SpikingJelly not installed here: recorded as skipped with the install hint
+        assert plain == {"skipped": reason}
+    else:
+        assert plain["measured_mib_per_image"] > 0 and plain["measured_step_s"] > 0
+        assert plain["measured_ratio_to_peer_plain"] == 1.0
+    assert "| spikingjelly:ms_resnet34+memopt4 | skipped" in (
+        smoke / "plan_budgets_cpu.md").read_text()
+    assert (smoke / "plan_space_ms_resnet_test_cpu.png").stat().st_size > 0

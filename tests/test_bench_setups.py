@@ -9,7 +9,13 @@ from torch import nn
 
 from revsnn.bench.data import digits_images, random_batches
 from revsnn.bench.energy import count_synops
-from revsnn.bench.peers import INSTALL_HINT, PeerUnavailable, create_peer, peer_unavailable_reason
+from revsnn.bench.peers import (
+    INSTALL_HINT,
+    PeerUnavailable,
+    create_peer,
+    list_peers,
+    peer_unavailable_reason,
+)
 from revsnn.bench.setups import (
     create,
     family,
@@ -144,3 +150,14 @@ def test_spikingjelly_ms_resnet34_matches_our_parameter_count_and_memopt_is_exac
     (la, ga), (lb, gb) = grads
     assert torch.equal(la, lb)  # the same weights: checkpointing changes no value
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(ga, gb))
+
+
+def test_memopt_levels_that_search_on_cuda_say_so_off_cuda():
+    _require_spikingjelly()
+    name = "spikingjelly:ms_resnet34+memopt4"
+    assert name in list_peers()
+    reason = peer_unavailable_reason(name, "cpu")
+    assert "CUDA" in reason and "level 4" in reason
+    assert peer_unavailable_reason("spikingjelly:ms_resnet34+memopt1", "cpu") == ""
+    with pytest.raises(PeerUnavailable, match="needs a CUDA device"):
+        create_peer(name, image_size=8)

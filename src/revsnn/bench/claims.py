@@ -263,7 +263,8 @@ def run_claims(claims: Sequence[Claim], s: Settings,
         log(f"claim {claim.id}: {claim.statement}")
         row: Dict[str, Any] = {"id": claim.id, "source": claim.source,
                                "statement": claim.statement, "figure": claim.figure}
-        reasons = sorted({peer_unavailable_reason(st.model) for st in claim.setups} - {""})
+        reasons = sorted({peer_unavailable_reason(st.model, s.device)
+                          for st in claim.setups} - {""})
         if reasons:
             row.update(measured="skipped", skipped=reasons[0], ratios={}, values={},
                        details="", seconds=0.0)

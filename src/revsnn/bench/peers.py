@@ -14,8 +14,10 @@ network before every forward (``functional.reset_net``). Variants:
 - ``spikingjelly:ms_resnet34``: plain autograd (SpikingJelly's standard BPTT);
 - ``spikingjelly:ms_resnet34+memopt1``: ``memopt.optimize_memory(level=1)``, SpikingJelly's
   selective gradient checkpointing of every residual block (with spike compression where a
-  block's input is binary), the level that runs on a CPU (levels 2-4 search with CUDA memory
-  statistics).
+  block's input is binary), the level that runs on a CPU;
+- ``spikingjelly:ms_resnet34+memopt4``: ``level=4``, the budgeted search (spatial and temporal
+  splitting, greedy unwrapping) on CUDA memory statistics -- built on a CUDA device only
+  (elsewhere :func:`peer_unavailable_reason` says so and the benchmarks skip it).
 
 SpikingJelly 2.0 declares torchvision, torchaudio, tensorboard and more as dependencies; next
 to a CPU build of torch the torchvision/torchaudio wheels it would pull do not load, and then
@@ -27,7 +29,7 @@ the parts used here import (``loguru``; ``h5py`` for its model package)::
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Union
 
 import torch
 from torch import nn
@@ -77,18 +79,29 @@ def _spikingjelly():
     return functional, memopt, MSResNet
 
 
+#: memopt levels above this search with CUDA memory statistics
+_CPU_MEMOPT_LEVELS = 1
+
+
+def _memopt_level(name: str) -> int:
+    return int(name.rsplit("+memopt", 1)[1]) if "+memopt" in name else 0
+
+
 def _sj_ms_resnet34(num_classes: int, T: int, in_channels: int, image_size: int,
-                    memopt_level: int) -> nn.Module:
+                    memopt_level: int, device: torch.device) -> nn.Module:
     functional, memopt, MSResNet = _spikingjelly()
+    if memopt_level > _CPU_MEMOPT_LEVELS and device.type != "cuda":
+        raise PeerUnavailable(f"SpikingJelly memopt level {memopt_level} searches with CUDA "
+                              f"memory statistics: it needs a CUDA device, not {device}")
 
     class CifarMSResNet(MSResNet):  # stride 1 in the first stage, as our CIFAR MS-ResNet
         _first_stage_stride = 1
 
     net = CifarMSResNet(T=T, in_channels=in_channels, num_classes=num_classes,
-                        layers=(3, 4, 6, 3), stem_kernel_size=3, stem_stride=1)
+                        layers=(3, 4, 6, 3), stem_kernel_size=3, stem_stride=1).to(device)
     if memopt_level:
         block = type(net.layer1[0])  # SpikingJelly's residual block class
-        example = torch.randn(2, in_channels, image_size, image_size)  # [B, C, H, W]
+        example = torch.randn(2, in_channels, image_size, image_size, device=device)
 
         def example_forward(m: nn.Module) -> torch.Tensor:
             functional.reset_net(m)
@@ -100,8 +113,10 @@ def _sj_ms_resnet34(num_classes: int, T: int, in_channels: int, image_size: int,
 
 
 _PEERS: Dict[str, Callable[..., nn.Module]] = {
-    "spikingjelly:ms_resnet34": lambda **kw: _sj_ms_resnet34(memopt_level=0, **kw),
-    "spikingjelly:ms_resnet34+memopt1": lambda **kw: _sj_ms_resnet34(memopt_level=1, **kw),
+    name: (lambda level: lambda **kw: _sj_ms_resnet34(memopt_level=level, **kw))(
+        _memopt_level(name))
+    for name in ("spikingjelly:ms_resnet34", "spikingjelly:ms_resnet34+memopt1",
+                 "spikingjelly:ms_resnet34+memopt4")
 }
 
 
@@ -116,19 +131,25 @@ def list_peers() -> List[str]:
 
 
 def create_peer(name: str, num_classes: int = 10, T: int = 4, in_channels: int = 3,
-                image_size: int = 32) -> nn.Module:
-    """Build a peer model (``[B, C, H, W]`` images -> ``[B, classes]``, T steps inside)."""
+                image_size: int = 32, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Build a peer model on ``device`` (``[B, C, H, W]`` images -> ``[B, classes]``, T steps
+    inside)."""
     if name not in _PEERS:
         raise ValueError(f"unknown peer model {name!r}; known: {', '.join(list_peers())}")
     return _PEERS[name](num_classes=num_classes, T=T, in_channels=in_channels,
-                        image_size=image_size)
+                        image_size=image_size, device=torch.device(device))
 
 
-def peer_unavailable_reason(name: str) -> str:
-    """"" when the peer's library imports, else why not (with the install command)."""
+def peer_unavailable_reason(name: str, device: Union[str, torch.device] = "cpu") -> str:
+    """"" when the peer can be built on ``device``, else why not (the install command, or the
+    device it needs)."""
     try:
         if name.startswith("spikingjelly:"):
             _spikingjelly()
     except PeerUnavailable as err:
         return str(err)
+    level = _memopt_level(name)
+    if level > _CPU_MEMOPT_LEVELS and torch.device(device).type != "cuda":
+        return (f"SpikingJelly memopt level {level} searches with CUDA memory statistics: it "
+                f"needs a CUDA device, not {torch.device(device)}")
     return ""

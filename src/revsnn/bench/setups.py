@@ -59,18 +59,16 @@ def create(
     if is_peer(name):
         if memory_mode not in (None, "none", MemoryMode.NONE) or kwargs:
             raise ValueError(f"peer model {name!r} takes no memory mode or extra arguments")
-        model = create_peer(name, num_classes=num_classes, T=T, in_channels=in_channels,
-                            image_size=image_size)
-    else:
-        from .. import create_model
+        return create_peer(name, num_classes=num_classes, T=T, in_channels=in_channels,
+                           image_size=image_size, device=device)
+    from .. import create_model
 
-        kw = dict(kwargs)
-        if memory_mode is not None:
-            kw["memory_mode"] = MemoryMode.parse(memory_mode).value
-        if in_channels != 3:
-            kw["in_channels"] = in_channels
-        model = create_model(name, num_classes=num_classes, T=T, **kw)
-    return model.to(device)
+    kw = dict(kwargs)
+    if memory_mode is not None:
+        kw["memory_mode"] = MemoryMode.parse(memory_mode).value
+    if in_channels != 3:
+        kw["in_channels"] = in_channels
+    return create_model(name, num_classes=num_classes, T=T, **kw).to(device)
 
 
 def supported_modes(model: nn.Module) -> List[MemoryMode]:
