@@ -217,6 +217,16 @@ class SpikingModel(nn.Module):
         self.num_classes = _positive_int(num_classes, "num_classes", type(self).__name__)
         self._head().replace_classifier(self.num_classes)
 
+    def compile(self, *args, **kwargs) -> None:  # type: ignore[override]
+        """``torch.compile`` in place: every unit (branch, level, readout, neuron, head) and
+        the model's forward, with ``torch.compile``'s keyword options (``dynamic=False``
+        unless given); see :mod:`revsnn.models.compile`."""
+        if args:
+            raise TypeError("SpikingModel.compile takes torch.compile's options as keywords")
+        from .compile import compile_model
+
+        compile_model(self, **kwargs)
+
     def forward_heads(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Every head's logits for the training loss (one head: ``[self(x)]``)."""
         return [self(x)]

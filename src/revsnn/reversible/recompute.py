@@ -46,6 +46,7 @@ from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
+from .compiled import outside_compile
 from .state import (
     RecomputeState,
     StateFingerprint,
@@ -214,6 +215,7 @@ class _CheckpointRecompute:
         self.stack.pop().close()
 
 
+@outside_compile
 def checkpoint(part: Part, fn: Callable, *args: torch.Tensor):
     """``fn(*args)`` through ``torch.utils.checkpoint`` (non-reentrant: hooks, retain_graph and
     create_graph as in plain autograd; RNG and autocast replayed by torch) with the part's
@@ -333,6 +335,7 @@ class RecomputeFunction(torch.autograd.Function):
         return (None, None, None, d_in[0], *(by_id.get(id(p)) for p in ctx.params))
 
 
+@outside_compile
 def recompute(part: Part, fn: Callable, x: torch.Tensor,
               pack: Optional[Tuple[Callable, Callable]] = None) -> torch.Tensor:
     """``fn(x)`` keeping only ``x`` (or ``pack[0](x)``, rebuilt by ``pack[1](saved, dtype)``)
@@ -379,6 +382,7 @@ class _Guard(torch.autograd.Function):
         return (None, *grads)
 
 
+@outside_compile
 def guard(module: nn.Module, *outputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
     """Pass ``outputs`` through an identity that refuses ``create_graph=True`` up front when
     ``module`` holds first-order-only parts; returns them as a tuple."""

@@ -35,6 +35,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .compiled import outside_compile
 from .coupling import Coupling, Stage, merge
 from .mode import HasMemoryMode, MemoryMode
 from .recompute import (
@@ -335,13 +336,7 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
                     "(under autocast, cast the stream, e.g. x.float(), and let F and G run in "
                     "low precision)"
                 )
-            link = _Link()
-            for i, stage in enumerate(stages):
-                part = self._part(i, stage)
-                regs = list(_StageFunction.apply(
-                    link, stage, part, i == 0, *regs, *part.parameters()
-                ))
-            return _JoinFunction.apply(link, self, order, *regs)
+            return self._reversible(stages, order, regs)
         for i, stage in enumerate(stages):
             part = self._part(i, stage)
             if mode is MemoryMode.CHECKPOINT and grad:
@@ -350,6 +345,19 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
                 part.reset()
                 _apply_stage(stage, regs)
         return torch.cat([regs[i] for i in order], dim=2)
+
+    @outside_compile
+    def _reversible(self, stages: List[Stage], order: Tuple[int, int],
+                    regs: List[torch.Tensor]) -> torch.Tensor:
+        """The REVERSIBLE training forward: one Function per stage and the join (eager; the
+        branches run compiled when compiled in place, see :mod:`revsnn.reversible.compiled`)."""
+        link = _Link()
+        for i, stage in enumerate(stages):
+            part = self._part(i, stage)
+            regs = list(_StageFunction.apply(
+                link, stage, part, i == 0, *regs, *part.parameters()
+            ))
+        return _JoinFunction.apply(link, self, order, *regs)
 
     @torch.no_grad()
     def inverse(

@@ -61,13 +61,19 @@ __all__ = [
 
 
 def pack_spikes(s: torch.Tensor, who: str) -> torch.Tensor:
-    """Return ``s`` as a bool tensor, checking that every entry is exactly 0 or 1."""
+    """Return ``s`` as a bool tensor, checking that every entry is exactly 0 or 1.
+
+    Eager: ``ValueError``. Inside a compiled region the same check is an asynchronous tensor
+    assertion (``torch._assert_async``, no data-dependent Python branch, so no graph break):
+    the compiled step raises ``RuntimeError`` with the same message when it runs."""
     b = s.to(torch.bool)
+    msg = (f"{who} expects binary spikes (every entry exactly 0 or 1) of shape "
+           f"{tuple(s.shape)}; got other values")
+    if torch.compiler.is_compiling():
+        torch._assert_async((b.to(s.dtype) == s).all(), msg)
+        return b
     if not torch.equal(b.to(s.dtype), s):
-        raise ValueError(
-            f"{who} expects binary spikes (every entry exactly 0 or 1) of shape "
-            f"{tuple(s.shape)}; got other values"
-        )
+        raise ValueError(msg)
     return b
 
 
@@ -89,6 +95,10 @@ def _steps(x: torch.Tensor) -> List[torch.Tensor]:
 
 
 def _chunks(m: int) -> List[Tuple[int, int]]:
+    if torch.compiler.is_compiling():
+        # Compiled code fuses the loop body and allocates its own temporaries: one chunk (and
+        # no Python branch on a size that may be symbolic).
+        return [(0, m)]
     return [(a, min(a + CHUNK_ELEMENTS, m)) for a in range(0, m, CHUNK_ELEMENTS)]
 
 

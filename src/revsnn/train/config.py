@@ -78,6 +78,8 @@ class TrainConfig:
     agc_clip: float = 0.0  # adaptive gradient clipping factor; 0 = off
     grad_clip: float = 0.0  # global norm clipping; 0 = off
     amp: bool = False
+    # torch.compile the model in place (revsnn.models.compile); compile time reported apart
+    compile: bool = False
     amp_dtype: str = "auto"  # auto (bfloat16 on CPU, float16 on CUDA) | bfloat16 | float16
     # system
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -32,6 +32,7 @@ from .build import (
     count_parameters,
 )
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .compiling import check_compile, compile_for_training, compile_note, compile_seconds
 from .config import TrainConfig, validate_config
 from .distributed import (
     DistEnv,
@@ -126,6 +127,8 @@ class _Run:
                  log: Callable[[str], None]) -> None:
         self.cfg, self.env, self.log, self.data = cfg, env, log, data
         self.device = env.device
+        if cfg.compile:
+            check_compile(self.device)
         self.model = model.to(self.device)
         self.params = count_parameters(self.model)
         self.train_loader = Loader(data.train, cfg.batch_size, True, cfg.seed, env.rank,
@@ -171,6 +174,7 @@ class _Run:
                 self.memory = measure_run_memory(
                     self.module, self.model, self.data, cfg, self.device,
                     lambda b: _inputs(self.data, b, None, train=False))
+        self.compile_clock = compile_for_training(self.model) if cfg.compile else None
         self.ddp = wrap_model(self.module, env, cfg.sync_bn)
         self.tb = None
 
@@ -257,6 +261,8 @@ class _Run:
         later = (cfg.epochs - epoch - 1) * self.steps
         bar = make_progress(self.steps, f"epoch {epoch + 1}/{cfg.epochs}",
                             enabled=cfg.progress and env.main, initial=start, later_steps=later)
+        bar.compile_clock = self.compile_clock
+        c0 = compile_seconds(self.compile_clock)
         t0 = time.perf_counter()
         lr, step, stop = self.last.get("lr", cfg.lr), start, False
 
@@ -318,7 +324,8 @@ class _Run:
         return {"lr": lr, "train_loss": float(totals[0]) / n,
                 "train_acc": 100.0 * float(totals[1]) / n, "images": n, "step": step,
                 "stopped": stop, "state": epoch_state(),
-                "elapsed": before + time.perf_counter() - t0}
+                "elapsed": before + time.perf_counter() - t0,
+                "compile_s": compile_seconds(self.compile_clock) - c0}
 
     def evaluate(self) -> Dict[str, Optional[float]]:
         if self.test_loader is None:
@@ -390,6 +397,7 @@ class _Run:
             if self.epoch_times else None,
             "epoch_times_s": self.epoch_times, "total_time_s": total_time,
             "process_cpu_time_s": time.process_time(),
+            "compile_time_s": compile_seconds(self.compile_clock) if cfg.compile else None,
             "run_dir": str(self.out),
         }
         if cfg.memory_budget and callable(getattr(self.model, "memory_plan", None)):
@@ -471,7 +479,7 @@ class _Run:
         row = {"epoch": epoch + 1, "step": self.global_step, "lr": tr["lr"],
                "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                "test_loss": te["test_loss"], "test_acc": acc, "epoch_time_s": t_train,
-               "images_per_s": tr["images"] / max(t_train, 1e-9)}
+               "images_per_s": tr["images"] / max(t_train - tr.get("compile_s", 0.0), 1e-9)}
         if not self.env.main:
             return
         self.save(self.payload(epoch + 1), best=self.best_epoch == epoch + 1)
@@ -485,7 +493,8 @@ class _Run:
                 if acc is not None else "no test set")
         self.log(f"epoch {epoch + 1:3d}/{cfg.epochs} lr {tr['lr']:.2e} train loss "
                  f"{tr['train_loss']:.4f} acc {tr['train_acc']:5.2f}% | {test} | "
-                 f"{t_train:.1f}s, {row['images_per_s']:,.0f} img/s")
+                 f"{t_train:.1f}s{compile_note(tr.get('compile_s', 0.0))}, "
+                 f"{row['images_per_s']:,.0f} img/s")
 
     def _interrupted(self, where: Tuple[int, int], t_start: float,
                      saved_now: bool) -> TrainingInterrupted:

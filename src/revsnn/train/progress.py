@@ -37,10 +37,30 @@ class Progress:
         self.done = self.initial
         self.images, self.loss_sum, self.correct = 0, 0.0, 0.0
         self.start = time.perf_counter()
+        self._compile_clock: Any = None
+        self._compile_start = 0.0
+
+    @property
+    def compile_clock(self) -> Any:
+        """A clock whose ``seconds`` count compile time (``--compile``): left out of the rate
+        and the ETA, shown apart."""
+        return self._compile_clock
+
+    @compile_clock.setter
+    def compile_clock(self, clock: Any) -> None:
+        self._compile_clock = clock
+        self._compile_start = 0.0 if clock is None else clock.seconds
+
+    @property
+    def compiling(self) -> float:
+        """Seconds spent compiling during this epoch."""
+        c = self._compile_clock
+        return 0.0 if c is None else c.seconds - self._compile_start
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        """Seconds of this epoch's steps, compile time left out."""
+        return time.perf_counter() - self.start - self.compiling
 
     def update(self, images: int, loss: float, correct: float) -> None:
         self.done += 1
@@ -53,7 +73,9 @@ class Progress:
         n = max(1, self.images)
         rate = self.images / max(self.elapsed, 1e-9)
         acc = 100.0 * self.correct / n
-        return f"loss {self.loss_sum / n:.4f} acc {acc:5.1f}% {rate:,.0f} img/s"
+        c = self.compiling
+        extra = f" (+{c:.1f}s compiling)" if c > 0 else ""
+        return f"loss {self.loss_sum / n:.4f} acc {acc:5.1f}% {rate:,.0f} img/s{extra}"
 
     def eta(self, with_epoch: bool = True) -> str:
         ran = self.done - self.initial

@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..compiled import outside_compile
 from ..mode import HasMemoryMode, MemoryMode
 from ..recompute import Part, checkpoint
 from ..state import RecomputeState, frozen_norm_stats
@@ -161,12 +162,14 @@ class TemporalColumns(HasMemoryMode, nn.Module):
     def _alphas(self) -> List[nn.Parameter]:
         return [a for col in self.alpha for a in col]
 
+    @outside_compile
     @torch.no_grad()
     def clamp_alpha_(self) -> float:
         """Keep ``|alpha| >= alpha_floor`` (sign kept, 0 -> +floor); return ``min |alpha|``.
 
         Parameters are written in place only when a value is below the floor, so graphs of
-        earlier forwards that saved ``alpha`` stay valid in the usual case.
+        earlier forwards that saved ``alpha`` stay valid in the usual case. A bound check on the
+        data: it runs eagerly, outside any compiled region (once per forward).
         """
         alphas = self._alphas()
         low = float(torch.stack([a.detach().abs().min() for a in alphas]).min())

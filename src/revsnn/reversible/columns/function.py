@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..compiled import outside_compile
 from ..recompute import Part, refuse_create_graph, trainable_parameters, vjp
 from ..state import RecomputeState
 from ..weights import LentWeights
@@ -251,6 +252,7 @@ class _JoinFunction(torch.autograd.Function):
         return (None, None, *([None] * ctx.L), *d_r)
 
 
+@outside_compile
 def run_reversible(engine: TemporalColumns, s_list: List[torch.Tensor],
                    readouts: Optional[Sequence[nn.Module]]) -> List[Optional[torch.Tensor]]:
     """The T columns in REVERSIBLE mode; returns every column's readout."""
