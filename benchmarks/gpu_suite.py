@@ -13,6 +13,10 @@ Sections (``--only`` picks some), each the same benchmark command as on a CPU wi
 - ``plan``: ``benchmarks/plan_budgets.py``: the planner's predicted vs measured peak and step
   at 25 / 50 / 75 % budgets on the four models, beside SpikingJelly's MS-ResNet34 plain, memopt
   level 1 and level 4 (level 4's search needs CUDA);
+- ``compile``: ``benchmarks/bench_compile.py``: eager vs ``torch.compile`` (inductor, Triton
+  kernels) step time with CUDA events, compile time and ``max_memory_allocated`` for the four
+  models in none and reversible mode at batch 4 and 16 (the smoke run traces with the ``eager``
+  backend: no kernel build);
 - ``checks``: equality checks -- a channels_last copy against the contiguous model, and under
   bf16 autocast each memory mode against ``none`` (relative differences of the logits and of
   every parameter gradient, and whether they are within tolerance).
@@ -36,6 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_compile  # noqa: E402
 import bench_pararevsnn  # noqa: E402
 import bench_revsnn  # noqa: E402
 import bench_trevsnn  # noqa: E402
@@ -62,6 +67,9 @@ SECTIONS = {
                     "pararevsnn_pair", "--streams", "--ranges", *RANGES, "--time-batch", "32"],
                    ["--depths", "21", "--widths", "4,4,4,4", "--kinds", "revsresnet",
                     "pararevsnn_pair", "--ranges", "1,2", "--time-batch", "1"]),
+    "compile": (bench_compile.main, ["--batches", "4", "16"],
+                ["--models", "revmlp_test", "--modes", "reversible", "--batches", "1", "2",
+                 "--image", "8", "--T", "2", "--backend", "eager"]),
     # writes plan_budgets_<kind>.{json,md} and the plan-space figure into the folder
     "plan": (plan_budgets.main, ["--rounds", "2", "--repeats", "7"],
              ["--models", "ms_resnet_test", "--peers-beside", "ms_resnet_test", "--peers",

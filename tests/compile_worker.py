@@ -79,18 +79,29 @@ def explain(name: str, mode: str) -> dict:
     m = revsnn.create_model(name, memory_mode=mode)
     x, _ = _batch(name)
     units = compile_units(m)
-    seen = {}
-    hooks = [u.register_forward_pre_hook(
-        lambda mod, args, n=n: seen.setdefault(n, tuple(
-            a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
-            for a in args)))
-        for n, u in units.items()]
-    m(x)
+    seen: dict = {}
+
+    def keep(n, args):
+        seen.setdefault(n, tuple(a.detach().requires_grad_(a.requires_grad)
+                                 if isinstance(a, torch.Tensor) else a for a in args))
+
+    hooks, fns = [], {}
+    for n, u in units.items():
+        if n.endswith(".body"):  # a recomputed part's body
+            fns[n] = type(u).body.__get__(u)
+            u.body = (lambda *a, n=n: (keep(n, a), fns[n](*a))[1])
+        else:
+            fns[n] = u
+            hooks.append(u.register_forward_pre_hook(lambda mod, args, n=n: keep(n, args)))
+    m.forward_heads(x) if hasattr(m, "forward_heads") else m(x)
     for h in hooks:
         h.remove()
+    for n, u in units.items():
+        if n.endswith(".body"):
+            del u.body
     out = {}
     for n, args in seen.items():
-        ex = torch._dynamo.explain(units[n])(*args)
+        ex = torch._dynamo.explain(fns[n])(*args)
         out[n] = [ex.graph_count, ex.graph_break_count]
     ex = torch._dynamo.explain(m)(x)
     reasons = sorted({b.reason.split("\n")[0][:120] for b in ex.break_reasons})

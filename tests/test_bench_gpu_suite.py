@@ -35,7 +35,7 @@ def _finite(v) -> bool:
 
 
 def test_every_section_writes_a_results_file_with_provenance(smoke):
-    for name in ("claims", "revsnn", "trevsnn", "pararevsnn", "checks"):
+    for name in ("claims", "revsnn", "trevsnn", "pararevsnn", "compile", "checks"):
         doc = read_results(smoke / f"{name}_cpu.json")
         prov = doc["provenance"]
         # the command that reproduces the file: the section's own script with the suite's options
@@ -62,6 +62,10 @@ def test_smoke_numbers_have_the_expected_shape(smoke):
     para = read_results(smoke / "pararevsnn_cpu.json")["rows"]
     assert [r["kind"] for r in para] == ["revsresnet", "pararevsnn_pair"]
     assert all("infer_vs_revsresnet" in r and "mib_1_2" in r for r in para)
+    comp = read_results(smoke / "compile_cpu.json")["rows"]
+    assert [(r["mode"], r["batch"]) for r in comp] == [("reversible", 1), ("reversible", 2)]
+    assert all(r["compiled_wall_ms"] > 0 and r["eager_cpu_ms"] > 0 for r in comp)
+    assert comp[0]["compile_s"] > 0 and "compiled_mib_per_image" in comp[0]
     checks = read_results(smoke / "checks_cpu.json")["rows"]
     assert {r["check"] for r in checks} == {"channels_last", "bf16_autocast"}
     for r in checks:  # every check either measured both runs or says why it could not

@@ -4,11 +4,12 @@ contract's checks still refuse under compile, and ``--compile`` / ``fit(compile=
 
 The compile-heavy parts run in one subprocess each (tests/compile_worker.py) with the inductor
 cache in the test's temporary folder. Inductor builds C++ for every graph, which takes minutes
-on a small shared machine, so the inductor training check covers one family per engine in its
-memory modes (the reversible sequence: ``revmlp_test`` in none, checkpoint and reversible;
-the temporal columns: ``trevsnn_test`` in reversible; recomputed parts with bool-packed spikes:
-``revs_resnet_test`` in reversible); the graph-structure check (``torch._dynamo.explain``, no
-code generation) covers every family.
+on a small shared machine, so the inductor training check covers one model per engine:
+``revs_resnet_test`` reversible (reversible sequence, recomputed stem and downsampling bodies
+with bool-packed spikes), ``trevsnn_test`` reversible (temporal columns, weight
+standardisation) and ``revmlp_test`` checkpoint (the checkpoint mode); the graph-structure check
+(``torch._dynamo.explain``, no code generation) covers one model of every family, plus the
+whole-model graph of ``none`` mode.
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def _worker(kind: str, cases, tmp_path: Path, timeout: int = 1500):
 
 
 # ----------------------------------------------------------------------------- training
-TRAIN_CASES = ["revmlp_test:none", "revmlp_test:checkpoint", "revmlp_test:reversible",
-               "trevsnn_test:reversible", "revs_resnet_test:reversible"]
+TRAIN_CASES = ["revs_resnet_test:reversible", "trevsnn_test:reversible", "revmlp_test:checkpoint"]
 
 
 @needs_cxx
@@ -71,29 +71,34 @@ def test_compiled_training_step_equals_eager_and_recomputes_compiled(tmp_path):
 
 # ----------------------------------------------------------------------------- graphs
 def _explain_cases():
-    cases = []
+    """One model per family (reversible where it has the mode, else none) and revs_resnet_test
+    in none mode (the whole network as one graph)."""
+    cases, families = [], set()
     for name in revsnn.list_models("*_test"):
-        modes = revsnn.model_info(name).memory_modes
-        cases += [f"{name}:{m}" for m in modes if m in ("none", "reversible")]
-    return cases
+        info = revsnn.model_info(name)
+        if info.family in families:
+            continue
+        families.add(info.family)
+        cases.append(f"{name}:{'reversible' if 'reversible' in info.memory_modes else 'none'}")
+    return cases + ["revs_resnet_test:none"]
 
 
 def test_every_unit_is_one_graph_and_engines_are_the_only_breaks(tmp_path):
     cases = _explain_cases()
     results = {f"{r['model']}:{r['mode']}": r for r in _worker("explain", cases, tmp_path)}
     assert sorted(results) == sorted(cases)
-    families = {revsnn.model_info(c.split(":")[0]).family for c in cases}
-    assert families == set(revsnn.families())
+    assert {revsnn.model_info(c.split(":")[0]).family for c in cases} == set(revsnn.families())
     for case, r in results.items():
         assert r["units"], case
         assert not r["not_called"], (case, r["not_called"])
         bad = {n: gb for n, gb in r["units"].items() if gb != [1, 0]}
         assert not bad, (case, bad)  # [graphs, breaks] per unit
-        # Whole model: none mode is one graph; otherwise the only breaks are the eager engines.
-        if r["mode"] == "none":
+        # The whole model: none mode is one graph; elsewhere the only breaks are the engines.
+        if r["mode"] == "none" and case.startswith("revs_resnet_test"):
             assert (r["model_graphs"], r["model_breaks"]) == (1, 0), (case, r)
-        else:
-            assert r["model_breaks"] >= 1 and r["model_break_reasons"] == [ENGINE_BREAK], case
+        assert set(r["model_break_reasons"]) <= {ENGINE_BREAK}, (case, r)
+        if r["mode"] == "reversible":
+            assert r["model_breaks"] >= 1, case
 
 
 def test_units_cover_branches_levels_heads():

@@ -41,35 +41,55 @@ def _holds_part(m: nn.Module) -> bool:
     return any(isinstance(s, HasMemoryMode) for s in m.modules())
 
 
+def _has_body(m: nn.Module) -> bool:
+    """A recomputed part (stem, downsampling layer, tokenizer stage): its ``body`` method is
+    what runs, in the forward and again in the backward."""
+    return isinstance(m, HasMemoryMode) and callable(getattr(type(m), "body", None))
+
+
+def _callable(m: nn.Module) -> bool:
+    return type(m).forward is not nn.Module.forward  # containers of parameters never run
+
+
 def compile_units(model: nn.Module) -> Dict[str, nn.Module]:
-    """The modules :func:`compile_model` compiles in place, by dotted name: the outermost
-    submodules holding no part, looking through parts, containers and couplings (a coupling
-    is never called; its engine calls its branches)."""
+    """What :func:`compile_model` compiles, by dotted name: the outermost submodules holding
+    no part, looking through parts, containers and couplings (a coupling is never called; its
+    engine calls its branches); for a recomputed part, its ``body`` (named ``<part>.body``,
+    the value is the part)."""
     out: Dict[str, nn.Module] = {}
+    seen: set = set()
 
     def walk(prefix: str, m: nn.Module) -> None:
         for name, child in m.named_children():
             path = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, (Coupling, nn.ModuleList, nn.ModuleDict)) or _holds_part(child):
+            if id(child) in seen:
+                continue
+            if _has_body(child):
+                seen.add(id(child))
+                out[f"{path}.body"] = child
+            elif isinstance(child, (Coupling, nn.ModuleList, nn.ModuleDict)) or _holds_part(child):
                 walk(path, child)
-            elif not isinstance(child, nn.Identity) and id(child) not in seen:
+            elif _callable(child) and not isinstance(child, nn.Identity):
                 seen.add(id(child))
                 out[path] = child
 
-    seen: set = set()
     walk("", model)
     return out
 
 
 def compile_model(model: nn.Module, **options: Any) -> nn.Module:
     """Compile ``model`` in place for training and evaluation and return it: every unit
-    (:func:`compile_units`) and then the model's own forward, with ``torch.compile``'s
+    (:func:`compile_units`: modules through ``nn.Module.compile``, a recomputed part's
+    ``body`` as a compiled method) and then the model's own forward, with ``torch.compile``'s
     ``options`` (``dynamic=False`` unless given). The parameters, state dict and memory modes
-    are unchanged; ``compile_model`` on a compiled model compiles again."""
+    are unchanged. Copy a model (``copy.deepcopy``, EMA) before compiling it, not after."""
     opts = {"dynamic": False, **options}
     prepare()
-    for unit in compile_units(model).values():
-        nn.Module.compile(unit, **opts)
+    for name, unit in compile_units(model).items():
+        if name.endswith(".body") and _has_body(unit):
+            unit.body = torch.compile(type(unit).body.__get__(unit), **opts)
+        else:
+            nn.Module.compile(unit, **opts)
     nn.Module.compile(model, **opts)
     return model
 

@@ -131,9 +131,11 @@ class WSConv2d(nn.Conv2d):
     def _pointwise_matmul(self, x: torch.Tensor) -> bool:
         """PyTorch runs a 1x1 conv with a batch below 16 on one CPU thread through its slow
         reference kernel (one small GEMM per image); one batched matmul is several times
-        faster there (the same FLOPs). Only that case is rerouted."""
+        faster there (the same FLOPs). Only that case is rerouted, and only eagerly (compiled
+        code picks its own kernels; the thread count is no tensor a graph could hold)."""
         return (
-            self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 0)
+            not torch.compiler.is_compiling()
+            and self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), 0)
             and self.dilation == (1, 1) and self.groups == 1 and x.dim() == 4
             and x.device.type == "cpu" and x.shape[0] < 16 and torch.get_num_threads() == 1
         )
