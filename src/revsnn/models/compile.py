@@ -85,13 +85,26 @@ def compile_model(model: nn.Module, **options: Any) -> nn.Module:
     are unchanged. Copy a model (``copy.deepcopy``, EMA) before compiling it, not after."""
     opts = {"dynamic": False, **options}
     prepare()
-    for name, unit in compile_units(model).items():
+    units = compile_units(model)
+    _room_for(len(units))
+    for name, unit in units.items():
         if name.endswith(".body") and _has_body(unit):
             unit.body = torch.compile(type(unit).body.__get__(unit), **opts)
         else:
             nn.Module.compile(unit, **opts)
     nn.Module.compile(model, **opts)
     return model
+
+
+def _room_for(n_units: int) -> None:
+    """Raise TorchDynamo's recompile limits so that every unit keeps its graphs: units of one
+    class share their ``forward`` code, and TorchDynamo caches at most ``recompile_limit``
+    graphs per code object (then runs it eagerly). A unit needs up to four (grad on and off:
+    an engine's forward run and its recomputation; train and eval)."""
+    import torch._dynamo.config as cfg
+
+    cfg.recompile_limit = max(cfg.recompile_limit, 4 * n_units + 8)
+    cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 8 * n_units + 256)
 
 
 def _cxx() -> Optional[str]:
