@@ -116,6 +116,27 @@ def _peak_bytes(model: nn.Module, batch, device: torch.device) -> int:
     return _Heap().peak_of(step)
 
 
+def _profile(model: nn.Module, batch, device: torch.device, top: int = 12) -> List[Dict]:
+    """Where one training step's time goes (after two untimed steps): the ``top`` operators
+    and compiled regions by self CPU time."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x, y = batch[0].to(device), batch[1].to(device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=False)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    return [{"name": e.key[:80], "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in rows[:top]]
+
+
 def _load() -> Optional[float]:
     try:
         with open("/proc/loadavg") as f:
@@ -183,6 +204,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backend", default="inductor",
                    help="torch.compile backend (the smoke test uses 'eager': no C++ build)")
+    p.add_argument("--profile", nargs="*", default=[], metavar="MODEL:MODE:BATCH",
+                   help="also profile one eager and one compiled step (top operators by self "
+                   "CPU time) of these set-ups")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -200,6 +224,15 @@ def main(argv=None) -> int:
             if mode not in model_info(name).memory_modes:
                 continue
             rows += measure(name, mode, args.batches, args, device, options)
+    profiles: Dict[str, Any] = {}
+    for target in args.profile:
+        name, mode, b = target.split(":")
+        model = create(name, memory_mode=mode, image_size=args.image, T=args.T).to(device)
+        batch = random_batches(model.in_channels, args.image, model.num_classes)(int(b))
+        profiles[target] = {"eager": _profile(copy.deepcopy(model), batch, device),
+                            "compiled": _profile(compile_model(copy.deepcopy(model), **options),
+                                                 batch, device)}
+        torch._dynamo.reset()
     prov = provenance(device, {
         "models": args.models, "modes": args.modes, "batches": args.batches,
         "image": args.image, "T": args.T, "repeats": args.repeats, "threads": args.threads,
@@ -216,7 +249,8 @@ def main(argv=None) -> int:
             "compiled_mib_per_image": "compiled MiB/img", "load_before": "load"}
     text = table(rows, cols, prov, fmt={"load_before": ".1f", "compile_s": ".1f"})
     out = args.out or RESULTS_DIR / f"compile_{device.type}.json"
-    return publish(out, prov, rows, tables={"compile": text})
+    return publish(out, prov, rows, tables={"compile": text},
+                   sections={"profiles": profiles} if profiles else None)
 
 
 if __name__ == "__main__":
