@@ -7,7 +7,7 @@ the largest relative difference of the gradients and of the BatchNorm buffers, a
 of recomputations each engine ran in the compiled backward.
 The backward is profiled: ``compiled_in_backward`` counts the compiled regions that ran inside
 it (the engines' recomputations run compiled units).
-KIND ``fit``: ``revsnn.train.fit(..., compile=True)`` for two steps of MODEL on the digits,
+KIND ``fit``: ``revsnn.train.fit(..., compile=True)`` for two steps of MODEL on random images,
 reporting the summary's compile and epoch times and the printed lines.
 KIND ``explain``: ``torch._dynamo.explain`` of every compile unit on the inputs it receives in
 an eager forward (graph and break counts per unit), and of the whole model.
@@ -111,22 +111,26 @@ def explain(name: str, mode: str) -> dict:
 
 
 def fit_run(name: str, mode: str) -> dict:
+    """Two steps of fit(compile=True) on batches shaped as in ``train`` (the graphs compiled
+    there are in the inductor cache), no test set."""
     import tempfile
 
     from torch.utils.data import TensorDataset
 
-    from revsnn.data import load_dataset
     from revsnn.train import fit
 
-    tr = load_dataset("digits", "train")
-    data = TensorDataset(tr.images[:16], tr.labels[:16])
+    info = revsnn.model_info(name)
+    g = torch.Generator().manual_seed(0)
+    n = info.image_size
+    data = TensorDataset(torch.rand(4, info.in_channels, n, n, generator=g),
+                         torch.tensor([0, 1, 2, 3]))
     torch.manual_seed(0)
-    model = revsnn.create_model(name, in_channels=1, T=2, memory_mode=mode)
+    model = revsnn.create_model(name, memory_mode=mode)
     lines: list = []
     with tempfile.TemporaryDirectory() as out:
-        s = fit(model, data, data, out=out, log=lines.append, compile=True, T=2, epochs=1,
-                batch_size=8, max_steps=2, progress=False, measure_memory=False,
-                memory_mode=mode)
+        s = fit(model, data, None, out=out, log=lines.append, compile=True, T=info.T, epochs=1,
+                batch_size=2, max_steps=2, progress=False, measure_memory=False,
+                memory_mode=mode, normalize=False, warmup_epochs=0)
     return {"model": name, "mode": mode, "compile_time_s": s["compile_time_s"],
             "epoch_times_s": s["epoch_times_s"], "status": s["status"], "lines": lines}
 

@@ -37,8 +37,14 @@ needs_cxx = pytest.mark.skipif(compile_problem("cpu") is not None,
                                reason=f"inductor cannot build here: {compile_problem('cpu')}")
 
 
-def _worker(kind: str, cases, tmp_path: Path, timeout: int = 1500):
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One inductor cache for the module's workers (the fit run reuses the training graphs)."""
+    return tmp_path_factory.mktemp("inductor")
+
+
+def _worker(kind: str, cases, cache: Path, timeout: int = 1800):
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache),
                PYTHONPATH=os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, str(HERE / "compile_worker.py"), kind, *cases],
@@ -52,8 +58,8 @@ TRAIN_CASES = ["revs_resnet_test:reversible", "trevsnn_test:reversible", "revmlp
 
 
 @needs_cxx
-def test_compiled_training_step_equals_eager_and_recomputes_compiled(tmp_path):
-    results = _worker("train", TRAIN_CASES, tmp_path)
+def test_compiled_training_step_equals_eager_and_recomputes_compiled(cache):
+    results = _worker("train", TRAIN_CASES, cache)
     assert [f"{r['model']}:{r['mode']}" for r in results] == TRAIN_CASES
     for r in results:
         case = f"{r['model']}:{r['mode']}"
@@ -63,6 +69,8 @@ def test_compiled_training_step_equals_eager_and_recomputes_compiled(tmp_path):
         assert r["buffer_rel"] <= TOL, (case, r["buffer_rel"])
         eager, compiled = r["recomputes"]
         assert eager == compiled, case  # the same recomputations ran
+        if r["mode"] == "checkpoint":  # torch.utils.checkpoint replays compiled units
+            assert r["compiled_in_backward"] > 0, (case, r)
         if r["mode"] == "reversible":
             # Every recomputation in the backward ran compiled units (the branch graphs were
             # compiled in place, so the backward's replay runs them, not eager ops).
@@ -83,9 +91,9 @@ def _explain_cases():
     return cases + ["revs_resnet_test:none"]
 
 
-def test_every_unit_is_one_graph_and_engines_are_the_only_breaks(tmp_path):
+def test_every_unit_is_one_graph_and_engines_are_the_only_breaks(cache):
     cases = _explain_cases()
-    results = {f"{r['model']}:{r['mode']}": r for r in _worker("explain", cases, tmp_path)}
+    results = {f"{r['model']}:{r['mode']}": r for r in _worker("explain", cases, cache)}
     assert sorted(results) == sorted(cases)
     assert {revsnn.model_info(c.split(":")[0]).family for c in cases} == set(revsnn.families())
     for case, r in results.items():
@@ -160,8 +168,8 @@ def test_compiled_model_still_refuses_hidden_state_in_a_recomputed_part():
 
 # ----------------------------------------------------------------------------- train
 @needs_cxx
-def test_fit_compile_reports_compile_time_apart(tmp_path):
-    (r,) = _worker("fit", ["revmlp_test:reversible"], tmp_path)
+def test_fit_compile_reports_compile_time_apart(cache):
+    (r,) = _worker("fit", ["revs_resnet_test:reversible"], cache)
     assert r["status"] == "finished"
     assert r["compile_time_s"] > 0
     epoch = next(line for line in r["lines"] if line.startswith("epoch"))
