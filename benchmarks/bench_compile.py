@@ -146,7 +146,7 @@ def _load() -> Optional[float]:
 
 
 def measure(name: str, mode: str, batches: List[int], args, device: torch.device,
-            options: Dict[str, Any]) -> List[Dict[str, Any]]:
+            options: Dict[str, Any], profiles: Dict[str, Any]) -> List[Dict[str, Any]]:
     model = create(name, memory_mode=mode, image_size=args.image, T=args.T).to(device)
     make = random_batches(model.in_channels, args.image, model.num_classes)
     rows, peaks = [], {"eager": {}, "compiled": {}}
@@ -165,6 +165,8 @@ def measure(name: str, mode: str, batches: List[int], args, device: torch.device
             if kind == "compiled":
                 compile_model(m, **options)
             peaks[kind][B] = _peak_bytes(m, batch, device)
+            if f"{name}:{mode}:{B}" in args.profile:  # the compiled graphs are cached by now
+                profiles.setdefault(f"{name}:{mode}:{B}", {})[kind] = _profile(m, batch, device)
             del m
         e, c = r["eager"], r["compiled"]
         rows.append({
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
                    help="torch.compile backend (the smoke test uses 'eager': no C++ build)")
     p.add_argument("--profile", nargs="*", default=[], metavar="MODEL:MODE:BATCH",
                    help="also profile one eager and one compiled step (top operators by self "
-                   "CPU time) of these set-ups")
+                   "CPU time) of these measured set-ups")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -218,21 +220,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     options = {"backend": args.backend}
     rows: List[Dict[str, Any]] = []
+    profiles: Dict[str, Any] = {}
     t0 = time.time()
     for name in args.models:
         for mode in args.modes:
             if mode not in model_info(name).memory_modes:
                 continue
-            rows += measure(name, mode, args.batches, args, device, options)
-    profiles: Dict[str, Any] = {}
-    for target in args.profile:
-        name, mode, b = target.split(":")
-        model = create(name, memory_mode=mode, image_size=args.image, T=args.T).to(device)
-        batch = random_batches(model.in_channels, args.image, model.num_classes)(int(b))
-        profiles[target] = {"eager": _profile(copy.deepcopy(model), batch, device),
-                            "compiled": _profile(compile_model(copy.deepcopy(model), **options),
-                                                 batch, device)}
-        torch._dynamo.reset()
+            rows += measure(name, mode, args.batches, args, device, options, profiles)
     prov = provenance(device, {
         "models": args.models, "modes": args.modes, "batches": args.batches,
         "image": args.image, "T": args.T, "repeats": args.repeats, "threads": args.threads,
