@@ -7,7 +7,8 @@ docs/*.md quote from them -- the one command to run after the code changes:
 
 Steps, in order (each writes docs/results/<step>_cpu.json): ``main_job`` (runs ``revsnn
 train``), ``energy_trained`` (trains the BPTT twin, reuses the main job's run), ``revsnn``,
-``trevsnn``, ``pararevsnn``, ``imagenet_scale``, ``claims``. Then
+``trevsnn``, ``pararevsnn``, ``imagenet_scale``, ``claims``, ``plan_budgets``,
+``compile_trevsnn`` and ``compile_revsnn`` (``docs/results/compile_*_cpu.json``). Then
 ``python -m revsnn.bench.docnumbers --write`` and the index ``docs/results/README.md``.
 GPU figures: ``python benchmarks/gpu_suite.py`` on a GPU machine.
 """
@@ -33,6 +34,13 @@ STEPS = {
     "imagenet_scale": ["trevsnn_energy_imagenet_scale.py"],
     "claims": ["claims.py"],
     "plan_budgets": ["plan_budgets.py", "--repeats", "7"],
+    # eager vs torch.compile, reversible mode at batch 16 (compiling takes most of the time)
+    "compile_trevsnn": ["bench_compile.py", "--models", "trevsnn_tiny", "--modes", "reversible",
+                        "--batches", "16", "--profile", "trevsnn_tiny:reversible:16",
+                        "--out", str(RESULTS_DIR / "compile_trevsnn_cpu.json")],
+    "compile_revsnn": ["bench_compile.py", "--models", "revs_resnet37", "--modes", "reversible",
+                       "--batches", "16", "--profile", "revs_resnet37:reversible:16",
+                       "--out", str(RESULTS_DIR / "compile_revsnn_cpu.json")],
 }
 
 
@@ -64,7 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--docs-only", action="store_true")
     args = p.parse_args(argv)
     for step in [] if args.docs_only else args.only:
-        cmd = [sys.executable, str(HERE / STEPS[step][0])]
+        cmd = [sys.executable, str(HERE / STEPS[step][0]), *STEPS[step][1:]]
         if step == "energy_trained":
             run = read_results(RESULTS_DIR / "main_job_cpu.json")["provenance"]["settings"]["run"]
             if Path(run, "checkpoint.pt").exists():

@@ -61,14 +61,11 @@ __all__ = [
 
 
 def pack_spikes(s: torch.Tensor, who: str) -> torch.Tensor:
-    """Return ``s`` as a bool tensor, checking that every entry is exactly 0 or 1.
-
-    Eager: ``ValueError``. Inside a compiled region the same check is an asynchronous tensor
-    assertion (``torch._assert_async``, no data-dependent Python branch, so no graph break):
-    the compiled step raises ``RuntimeError`` with the same message when it runs."""
+    """``s`` as bool, checking every entry is 0 or 1: ``ValueError``; compiled, a tensor
+    assertion (no graph break) raising ``RuntimeError`` with the same message."""
     b = s.to(torch.bool)
-    msg = (f"{who} expects binary spikes (every entry exactly 0 or 1) of shape "
-           f"{tuple(s.shape)}; got other values")
+    msg = f"{who} expects binary spikes (every entry exactly 0 or 1) of shape {tuple(s.shape)}"
+    msg += "; got other values"
     if torch.compiler.is_compiling():
         torch._assert_async((b.to(s.dtype) == s).all(), msg)
         return b
@@ -95,9 +92,7 @@ def _steps(x: torch.Tensor) -> List[torch.Tensor]:
 
 
 def _chunks(m: int) -> List[Tuple[int, int]]:
-    if torch.compiler.is_compiling():
-        # Compiled code fuses the loop body and allocates its own temporaries: one chunk (and
-        # no Python branch on a size that may be symbolic).
+    if torch.compiler.is_compiling():  # compiled code fuses the loops: one chunk
         return [(0, m)]
     return [(a, min(a + CHUNK_ELEMENTS, m)) for a in range(0, m, CHUNK_ELEMENTS)]
 
