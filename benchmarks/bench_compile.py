@@ -21,6 +21,7 @@ timed batch sizes. On CUDA: ``max_memory_allocated`` over one step.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import ctypes
 import sys
@@ -209,6 +210,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", nargs="*", default=[], metavar="MODEL:MODE:BATCH",
                    help="also profile one eager and one compiled step (top operators by self "
                    "CPU time) of these measured set-ups")
+    p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="torch._inductor.config settings (Python literals), e.g. "
+                   "layout_optimization=False")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -219,6 +223,12 @@ def main(argv=None) -> int:
             return 2
     torch.set_num_threads(args.threads)
     options = {"backend": args.backend}
+    inductor = {}
+    for item in args.inductor:
+        key, _, value = item.partition("=")
+        inductor[key] = ast.literal_eval(value)
+    if inductor:
+        options["options"] = inductor
     rows: List[Dict[str, Any]] = []
     profiles: Dict[str, Any] = {}
     t0 = time.time()
@@ -230,7 +240,8 @@ def main(argv=None) -> int:
     prov = provenance(device, {
         "models": args.models, "modes": args.modes, "batches": args.batches,
         "image": args.image, "T": args.T, "repeats": args.repeats, "threads": args.threads,
-        "backend": args.backend, "dynamic": False, "seconds": round(time.time() - t0, 1),
+        "backend": args.backend, "inductor": inductor, "dynamic": False,
+        "seconds": round(time.time() - t0, 1),
         "memory": "CUDA max_memory_allocated" if device.type == "cuda" else
         "glibc heap in use (mallinfo2) sampled every 0.2 ms during one step, minus before",
     }, command=command_line([__file__, *(sys.argv[1:] if argv is None else argv)]))
