@@ -21,9 +21,10 @@
 - ``revsnn plan --model NAME --batch B --budget 8GiB [--json]`` (:mod:`.cli`).
 """
 
+from ..units import format_bytes, parse_bytes
 from .cost import Lin, Prediction, Profile, all_plans, predict
 from .measure import measure_plan, measure_plans
-from .parts import configurations, format_bytes, model_parts, parse_bytes
+from .parts import configurations, model_parts
 from .profiler import profile
 from .solver import Solution, least_peak, max_batch, solve
 

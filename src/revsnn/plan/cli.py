@@ -99,7 +99,7 @@ def _setup(args) -> Dict[str, Any]:
     from ..train.config import TrainConfig, apply_overrides
     from ..train.loss import model_loss
     from ..train.optim import build_optimizer
-    from .parts import parse_bytes
+    from ..units import parse_bytes
 
     for name in ("batch", "T", "image_size", "num_classes", "threads", "profile_batch", "rounds",
                  "repeats"):
@@ -135,7 +135,7 @@ def _setup(args) -> Dict[str, Any]:
 
 
 def _table(s: Dict[str, Any], sol, measured: Optional[Dict[str, Any]], args, prof) -> str:
-    from .parts import MIB, format_bytes
+    from ..units import MIB, format_bytes
 
     p = sol.prediction
     dev = s["device"]

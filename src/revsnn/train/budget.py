@@ -17,8 +17,9 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import nn
 
-from ..plan import max_batch, parse_bytes, profile, solve
-from ..plan.parts import apply_modes, format_bytes
+from ..plan import max_batch, profile, solve
+from ..plan.parts import apply_modes
+from ..units import format_bytes, parse_bytes
 from .build import DataBundle, TrainForward
 from .config import TrainConfig, apply_overrides
 from .distributed import DistEnv
