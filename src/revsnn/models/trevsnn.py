@@ -12,7 +12,7 @@ for every T). Column t < T reads ``GAP(c_3^t)`` through a WS 1x1 conv; the last 
 each call), so in reversible mode they are recomputed from each rebuilt top state and nothing
 is kept per column. ``forward`` returns the last head's logits;
 ``forward_heads`` returns every head (last = final) for the loss
-``sum_i (i/n) CE_ls(out_i) + CE_ls(out_n)`` (``revsnn.train.loss.column_loss``).
+``sum_i (i/n) CE_ls(out_i) + CE_ls(out_n)`` (``revsnn.models.objective.column_loss``).
 Event variant: column t gets its own event stem (level 0's entry) and exactly frame t.
 Its standard-BPTT counterpart is :mod:`revsnn.models.trevsnn_bptt`.
 """

@@ -94,10 +94,9 @@ def _setup(args) -> Dict[str, Any]:
     """Model, example input, step functions, from the command line."""
     import torch
 
+    from ..models.objective import TrainForward, model_loss
     from ..models.registry import model_info
-    from ..train.build import TrainForward
     from ..train.config import TrainConfig, apply_overrides
-    from ..train.loss import model_loss
     from ..train.optim import build_optimizer
     from ..units import parse_bytes
 

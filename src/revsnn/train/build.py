@@ -4,44 +4,22 @@ module that training calls (all heads of a multi-head model)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from ..data import BatchAugment, DataInfo, Mixup, data_info, load_dataset
+from ..models.objective import TrainForward
 from ..models.registry import model_info
 from .config import TrainConfig
 
 __all__ = [
-    "DataBundle", "TrainForward", "build_data", "build_model", "bundle_data", "check_model_fits",
+    "DataBundle", "build_data", "build_model", "bundle_data", "check_model_fits",
     "count_parameters",
 ]
 
 ModelFactory = Callable[[TrainConfig, DataInfo], nn.Module]
-
-
-class TrainForward(nn.Module):
-    """Every head's logits as a list (the last one is the final head).
-
-    Models with several heads expose ``forward_heads(x) -> list[Tensor]`` (T-RevSNN: one head
-    per column); others return one logits tensor from ``forward``. Wrapping this module (not
-    the model) in DistributedDataParallel keeps gradient synchronisation on the path that
-    training actually runs.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        fn = getattr(self.model, "forward_heads", None)
-        if callable(fn):
-            out = list(fn(x))
-            if not out:
-                raise ValueError(f"{type(self.model).__name__}.forward_heads returned no heads")
-            return out
-        return [self.model(x)]
 
 
 @dataclass

@@ -7,7 +7,7 @@
     summary = fit(model, train_set, test_set, epochs=10, resume="runs/mine")   # continue
 
 ``model``: any ``nn.Module`` mapping a batch to logits ``[B, classes]`` (or, with
-``forward_heads``, a list of them -- see :class:`revsnn.train.build.TrainForward`); its memory
+``forward_heads``, a list of them -- see :class:`revsnn.models.objective.TrainForward`); its memory
 mode, if it has one, is set from ``memory_mode``. ``train_data`` / ``test_data``: any map-style
 data set of ``(input, label)`` -- inputs ``[C, H, W]`` (images, batched to ``[B, C, H, W]``) or
 ``[T, C, H, W]`` (frames, batched time-first to ``[T, B, C, H, W]``), as tensors or numpy

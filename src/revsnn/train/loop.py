@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ..data import Loader
+from ..models.objective import TrainForward, model_loss, soft_cross_entropy
 from .build import (
     DataBundle,
-    TrainForward,
     build_data,
     build_model,
     check_model_fits,
@@ -41,7 +41,6 @@ from .distributed import (
     wrap_model,
 )
 from .interrupt import StopRequest, TrainingInterrupted
-from .loss import model_loss, soft_cross_entropy
 from .memory_report import measure_run_memory, memory_matches
 from .optim import (
     adaptive_clip_grad,

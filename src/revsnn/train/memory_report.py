@@ -16,9 +16,9 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..models.objective import model_loss
 from .build import DataBundle
 from .config import TrainConfig
-from .loss import model_loss
 
 __all__ = ["measure_run_memory", "memory_matches", "sample_batch"]
 
