@@ -18,7 +18,7 @@
   fits, the leanest plan and by how much it misses; :func:`max_batch`: the largest batch that
   fits; :func:`predict`: any plan's predicted peak and step time.
 - :func:`measure_plan` (:mod:`.measure`): a plan's measured peak and step time.
-- ``revsnn plan --model NAME --batch B --budget 8GiB [--json]`` (:mod:`.cli`).
+- ``revsnn plan --model NAME --batch B --budget 8GiB [--json]`` (:mod:`revsnn.train.plan_cli`).
 """
 
 from ..units import format_bytes, parse_bytes

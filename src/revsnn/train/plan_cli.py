@@ -96,9 +96,9 @@ def _setup(args) -> Dict[str, Any]:
 
     from ..models.objective import TrainForward, model_loss
     from ..models.registry import model_info
-    from ..train.config import TrainConfig, apply_overrides
-    from ..train.optim import build_optimizer
     from ..units import parse_bytes
+    from .config import TrainConfig, apply_overrides
+    from .optim import build_optimizer
 
     for name in ("batch", "T", "image_size", "num_classes", "threads", "profile_batch", "rounds",
                  "repeats"):
@@ -177,9 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``revsnn plan``; returns 0 (fits), 1 (no plan fits) or 2 (bad input)."""
     import torch
 
-    from .measure import measure_plan
-    from .profiler import profile
-    from .solver import max_batch, solve
+    from ..plan.measure import measure_plan
+    from ..plan.profiler import profile
+    from ..plan.solver import max_batch, solve
 
     parser = build_parser()
     try:
