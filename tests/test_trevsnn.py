@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import revsnn
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
 from revsnn.models.objective import column_loss
 from revsnn.models.trevsnn import TRevSNN
 from revsnn.models.trevsnn_bptt import TRevSNNBPTT

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import BatchAugment, DataInfo, Mixup, data_info, load_dataset
+from ..measure import preserved
 from ..models.objective import TrainForward
 from ..models.registry import model_info
 from .config import TrainConfig
@@ -84,11 +85,8 @@ def check_model_fits(
 ) -> None:
     """One training-mode forward on a real batch (no graph, state restored): a model that
     cannot take this data, T or batch size fails here with a clear message."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    was = model.training
-    model.train()
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with preserved(model, x.device, seed=None):
             heads = TrainForward(model)(x)
     except (RuntimeError, ValueError, TypeError) as err:
         shape = tuple(x.shape)
@@ -96,9 +94,6 @@ def check_model_fits(
             f"model {cfg.model!r} (T={cfg.T}) cannot train on data {cfg.data!r} with batch "
             f"input shape {shape}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
-    finally:
-        model.load_state_dict(state)
-        model.train(was)
     batch = x.shape[1 if x.dim() == 5 else 0]
     for i, z in enumerate(heads):
         if z.dim() != 2 or z.shape[0] != batch or z.shape[1] != num_classes:
