@@ -28,7 +28,7 @@ from ..data import DataInfo, ImageSet
 from ..data.tonic_sets import MapDataset
 from .build import bundle_data
 from .config import TrainConfig, apply_overrides, validate_config
-from .loop import _train
+from .loop import train_model
 
 __all__ = ["fit"]
 
@@ -63,6 +63,6 @@ def fit(
                     mean, std)
     if hasattr(model, "set_memory_mode"):
         model.set_memory_mode(cfg.memory_mode)
-    summary, _ = _train(cfg, lambda: bundle_data(cfg, train, test, info), lambda data: model,
-                        log, model=model)
+    summary, _ = train_model(cfg, lambda: bundle_data(cfg, train, test, info), lambda data: model,
+                              log, model=model)
     return summary
