@@ -24,11 +24,10 @@ import torch
 from torch import nn
 
 from ..reversible import MemoryMode
+from ..reversible.part import PLAIN_MODES, RecomputedPart
 from .base import SpikingModel
 from .blocks import (
-    PLAIN_MODES,
     NeuronFactory,
-    RecomputedPart,
     SpikingHead,
     StaticStem,
     conv_bn,
