@@ -12,8 +12,8 @@ anchor describes an infinite value, and YAML 1.1 reads ``0x10`` as 16, ``1:30`` 
   itself is refused before any Python value is built;
 - plain scalars resolve with YAML 1.2's core schema: decimal integers only, decimal floats
   (``1e-5`` included, ``.inf``, ``.nan``), ``true``/``false``, ``null``/``~``; anything else
-  (``0x10``, ``0o7``, ``1_000``, ``1:30``, ``yes``, dates) stays a string, which the typed
-  config keys refuse.
+  (``0x10``, ``020``, ``0o7``, ``1_000``, ``1:30``, ``yes``, dates) stays a string, which the
+  typed config keys refuse.
 
 PyYAML is the ``train`` extra, imported on first use.
 """
@@ -38,7 +38,7 @@ _RESOLVERS = (
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
     ("tag:yaml.org,2002:float",
-     r"^(?:[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+     r"^(?:[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
      r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
 )
 _REPLACED = {tag for tag, _, _ in _RESOLVERS} | {"tag:yaml.org,2002:timestamp"}
