@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -71,9 +72,11 @@ def load_batch(path: PathLike) -> dict:
     path = Path(path)
     raw = path.read_bytes()
     try:
-        for _ in pickletools.genops(io.BytesIO(raw)):  # declared lengths vs. the bytes left
-            pass
-        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        with warnings.catch_warnings():  # a damaged STRING opcode warns about its escapes
+            warnings.simplefilter("ignore")
+            for _ in pickletools.genops(io.BytesIO(raw)):  # declared lengths vs. bytes left
+                pass
+            d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except RecursionError:
         raise data_error(path, "not a CIFAR python batch (nested too deeply)") from None
     except Exception as err:  # noqa: BLE001 - whatever a malformed pickle raises
@@ -185,7 +188,8 @@ def load_cifar(name: str, root: Optional[PathLike], split: str) -> ImageSet:
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
     if not len(y):
-        raise DataError(f"{name} in {root}: the {split} batches hold no images")
+        raise DataError(f"{', '.join(str(root / f) for f in files)}: no images in the {split} "
+                        "batches")
     classes = _class_names(root / meta, meta_key) if (root / meta).is_file() else []
     mean, std = STATS[name]
     return ImageSet(torch.from_numpy(x), torch.from_numpy(y), k, mean, std, classes)

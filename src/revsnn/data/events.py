@@ -149,6 +149,8 @@ def read_dvs_gesture_labels(path: PathLike) -> List[Tuple[int, int, int]]:
             raise data_error(f"{path}:{i + 1}", f"a gesture needs 0 <= start < end (µs), got "
                                                 f"start {s}, end {e}")
         rows.append((c - 1, s, e))
+    if not rows:
+        raise data_error(path, "no gesture rows 'class,start,end'")
     return rows
 
 

@@ -8,7 +8,9 @@ what the file can hold before anything of that size is allocated or inflated:
 - a compressed event packet inflates to at most :data:`MAX_PACKET_BYTES`;
 - a CIFAR batch holds at most as many pixel values as its pickle has bytes (an honest pickle
   stores every pixel; rows repeated by reference are refused before conversion);
-- images decode only below PIL's decompression-bomb limit.
+- an image decodes only when its header's size is below PIL's decompression-bomb limit and
+  its RGB pixels are at most :data:`MAX_IMAGE_RATIO` times its file size (or
+  :data:`IMAGE_FLOOR_BYTES`): a damaged header cannot make a small file allocate hundreds of MiB.
 
 Every failure is a :class:`DataError` (a ``ValueError``) whose one-line message starts with the
 file's path, which the command line prints as one line with exit code 2.
@@ -24,7 +26,9 @@ from typing import Iterable, Union
 import numpy as np
 
 __all__ = [
+    "IMAGE_FLOOR_BYTES",
     "MAX_DEFLATE_RATIO",
+    "MAX_IMAGE_RATIO",
     "MAX_PACKET_BYTES",
     "DataError",
     "check_labels",
@@ -38,6 +42,11 @@ __all__ = [
 MAX_DEFLATE_RATIO = 1032
 #: the largest decompressed AEDAT 4 packet accepted (real packets are kilobytes to a few MiB).
 MAX_PACKET_BYTES = 1 << 28
+#: an image may declare at most this many RGB bytes per byte of its file (photos: ~10; deflate
+#: reaches 1032, LZW ~2700) ...
+MAX_IMAGE_RATIO = 4096
+#: ... or this many RGB bytes whatever its file size (2.8 megapixels).
+IMAGE_FLOOR_BYTES = 8 << 20
 
 PathLike = Union[str, Path]
 
@@ -88,15 +97,21 @@ def lz4_bounded(data: bytes, path: PathLike, limit: int = MAX_PACKET_BYTES) -> b
             f"{path} is LZ4-compressed: reading it needs lz4 (pip install 'revsnn[events]')"
         ) from err
     dec = lz4.frame.LZ4FrameDecompressor()
+    parts, total, chunk = [], 0, 1 << 20  # lz4 allocates max_length up front: small steps
     try:
-        out = dec.decompress(data, max_length=limit + 1)
+        while not dec.eof:
+            part = dec.decompress(b"" if parts else data, max_length=chunk)
+            if not part and (dec.needs_input or parts):
+                break  # no progress: the frame ends before its end mark
+            parts.append(part)
+            total += len(part)
+            if total > limit:
+                raise data_error(path, f"an LZ4 packet inflates to more than {limit} bytes")
     except RuntimeError as err:  # lz4 reports corrupt frames as RuntimeError
         raise data_error(path, f"corrupted LZ4 packet ({err})") from None
-    if len(out) > limit:
-        raise data_error(path, f"an LZ4 packet inflates to more than {limit} bytes")
     if not dec.eof:
         raise data_error(path, "truncated LZ4 packet")
-    return out
+    return b"".join(parts)
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: PathLike) -> np.ndarray:

@@ -16,7 +16,7 @@ exception: it decodes lazily (:class:`ImageFolderSet`, a ``torch.utils.data.Data
 
 from __future__ import annotations
 
-import struct
+import io
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from .limits import (
+    IMAGE_FLOOR_BYTES,
     MAX_DEFLATE_RATIO,
+    MAX_IMAGE_RATIO,
     DataError,
     check_labels,
     data_error,
@@ -245,10 +247,8 @@ def load_idx_split(name: str, root: Optional[PathLike], split: str) -> ImageSet:
     xp, yp = _find_idx(root, split, "images", name), _find_idx(root, split, "labels", name)
     x, y = read_idx(xp), read_idx(yp)
     if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise DataError(
-            f"{name} in {root}: expected images [N, H, W] and labels [N], got {x.shape} and "
-            f"{y.shape}"
-        )
+        raise DataError(f"{xp} and {yp}: expected images [N, H, W] and labels [N], got "
+                        f"{x.shape} and {y.shape}")
     if not len(y):
         raise data_error(xp, "holds no images")
     images = torch.from_numpy(pixels_uint8(x, xp)).unsqueeze(1)  # [N, 1, H, W]
@@ -326,28 +326,36 @@ class ImageFolderSet(torch.utils.data.Dataset):
         path, label = self.samples[i]
         try:
             arr = self._decode(Image, path)
-        except (OSError, ValueError, SyntaxError, EOFError, struct.error,
-                Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the decoder raises on a bad file
             raise data_error(path, f"cannot decode the image ({type(err).__name__}: {err})"
                              ) from None
         return torch.from_numpy(arr).permute(2, 0, 1), label  # [3, S, S]
 
     def _decode(self, Image, path: Path) -> np.ndarray:
-        """Decode, resize and crop one image; PIL's decompression-bomb warning (an image above
-        ``Image.MAX_IMAGE_PIXELS``) is an error here, raised before the pixels are decoded."""
+        """Decode, resize and crop one image. Refused before the pixels are decoded: PIL's
+        decompression-bomb warning (an image above ``Image.MAX_IMAGE_PIXELS``) and a header
+        declaring more pixels than the file can encode (:mod:`revsnn.data.limits`)."""
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            raw = path.read_bytes()  # from memory: a read past the end never preallocates
+            with Image.open(io.BytesIO(raw)) as im:
+                w, h = im.size
+                if w * h * 3 > max(IMAGE_FLOOR_BYTES, MAX_IMAGE_RATIO * len(raw)):
+                    raise data_error(path, f"its header declares {w}x{h} pixels, more than its "
+                                           f"{len(raw)} bytes can encode (limit: "
+                                           f"{MAX_IMAGE_RATIO} RGB bytes per file byte)")
                 im = im.convert("RGB")
                 s = self.image_size
                 short = max(1, round(s / self.crop_fraction))
-                w, h = im.size
                 scale = short / min(w, h)
-                im = im.resize((max(s, round(w * scale)), max(s, round(h * scale))),
-                               Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - s) // 2, (h - s) // 2
-                im = im.crop((left, top, left + s, top + s))
+                # the centre s x s of the image resized to (rw, rh), cut from the source by
+                # resize's box: the resized image is never built, whatever the aspect ratio
+                rw, rh = max(s, round(w * scale)), max(s, round(h * scale))
+                left, top = (rw - s) // 2, (rh - s) // 2
+                box = (left * w / rw, top * h / rh, (left + s) * w / rw, (top + s) * h / rh)
+                im = im.resize((s, s), Image.BILINEAR, box=box)
                 return np.array(im, dtype=np.uint8)  # [S, S, 3]
 
 

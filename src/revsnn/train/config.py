@@ -10,6 +10,7 @@ run folder and inside every checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -287,6 +288,17 @@ def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
     Path(path).write_text(config_text(cfg))
 
 
+@contextlib.contextmanager
+def _naming(key: str):
+    """Re-raise a ``ValueError`` that does not name ``key`` as ``"key: message"``."""
+    try:
+        yield
+    except ValueError as err:
+        if key in str(err):
+            raise
+        raise ValueError(f"{key}: {err}") from None
+
+
 def validate_config(cfg: TrainConfig, registry_model: bool = True,
                     registry_data: bool = True) -> None:
     """Cheap checks of a config before anything is built (names, ranges, options)."""
@@ -299,17 +311,20 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
         check_dataset_name(cfg.data)
     if registry_model:
         model_info(cfg.model)  # unknown name -> ValueError with suggestions
-    MemoryMode.parse(cfg.memory_mode)
+    with _naming("memory_mode"):
+        MemoryMode.parse(cfg.memory_mode)
     if cfg.memory_budget is not None:
         from ..plan.parts import parse_bytes
 
-        try:
-            parse_bytes(cfg.memory_budget)
-        except OverflowError:
-            raise ValueError(f"memory_budget {cfg.memory_budget!r} is not a finite size") from None
+        with _naming("memory_budget"):
+            try:
+                parse_bytes(cfg.memory_budget)
+            except OverflowError:
+                raise ValueError(f"{cfg.memory_budget!r} is not a finite size") from None
     elif cfg.max_batch:
         raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
-    parse_device(cfg.device)
+    with _naming("device"):
+        parse_device(cfg.device)
     from .config_ranges import check_ranges
 
     check_ranges(cfg)
