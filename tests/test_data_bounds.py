@@ -269,3 +269,29 @@ def test_image_set_refuses_labels_outside_its_classes():
 
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
         ImageSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 10]), 10, (0.0,), (1.0,))
+
+
+def test_a_bad_file_read_by_a_loader_worker_is_still_one_line(tmp_path):
+    from revsnn.data import Loader
+
+    for split in ("Train", "Test"):
+        for d in range(10):
+            (tmp_path / split / str(d)).mkdir(parents=True)
+            write_nmnist(tmp_path / split / str(d) / "0.bin", random_events(30, 34, 34, d))
+    empty = tmp_path / "Test" / "0" / "0.bin"
+    empty.write_bytes(b"")
+    ds = load_dataset("nmnist", "test", root=tmp_path, T=2)
+    with pytest.raises(DataError) as e:
+        list(Loader(ds, 4, train=False, num_workers=1))
+    assert str(e.value).startswith(f"{empty}: no events"), str(e.value)
+    _one_line(e, empty)
+
+
+def test_loader_refuses_a_label_outside_the_classes_of_a_map_data_set():
+    from revsnn.data import Loader
+    from revsnn.data.tonic_sets import MapDataset
+
+    items = [(torch.zeros(1, 4, 4), y) for y in (0, 1, 2, 255)]
+    ds = MapDataset(items, num_classes=3)
+    with pytest.raises(DataError, match=r"sample 3 has label 255; labels must lie in \[0, 2\]"):
+        list(Loader(ds, 2, train=False))
