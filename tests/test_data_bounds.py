@@ -295,3 +295,18 @@ def test_loader_refuses_a_label_outside_the_classes_of_a_map_data_set():
     ds = MapDataset(items, num_classes=3)
     with pytest.raises(DataError, match=r"sample 3 has label 255; labels must lie in \[0, 2\]"):
         list(Loader(ds, 2, train=False))
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickle_scan_accepts_every_protocol_and_refuses_lengths_past_the_end(protocol):
+    from revsnn.data.cifar import scan_pickle
+
+    value = {b"data": np.arange(3072 * 2, dtype=np.uint8).reshape(2, 3072), "s": "a\nb" * 300,
+             "b": b"\0" * 70000, "n": [1, -5, 2**70, 1.5, None, True], "t": (1, "x")}
+    raw = pickle.dumps(value, protocol=protocol)
+    scan_pickle(raw)  # no error on any valid pickle
+    for cut in (1, len(raw) // 3, len(raw) - 1):
+        with pytest.raises(ValueError):
+            scan_pickle(raw[:cut])
+    with pytest.raises(ValueError, match="declares 1000000000000 bytes"):
+        scan_pickle(b"\x80\x04\x8e" + struct.pack("<Q", 10**12) + b"abc.")

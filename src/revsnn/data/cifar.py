@@ -3,9 +3,9 @@
 A batch is a pickled dict with ``data`` (``[N, 3072]`` uint8, each row the R, G, B planes of a
 32x32 image) and the labels (``labels`` / ``fine_labels``). Reading it:
 
-1. the whole pickle is scanned opcode by opcode first (every declared string length is checked
-   against the bytes that follow, so a pickle declaring a 10^12-byte string is refused before
-   anything is allocated);
+1. the whole pickle is scanned opcode by opcode first (:func:`scan_pickle`: every declared
+   string length is checked against the bytes that follow, so a pickle declaring a 10^12-byte
+   string is refused before anything is allocated);
 2. a restricted unpickler rebuilds numpy arrays, lists, dicts and nothing else (no code runs;
    ``_codecs.encode`` only for numpy's own latin-1 array payloads);
 3. shapes and sizes are checked on the unpickled objects before any conversion: a batch holds
@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, List, Optional
@@ -31,7 +32,7 @@ import torch
 from .limits import DataError, check_labels, data_error
 from .static import STATS, DataNotFoundError, ImageSet, PathLike, _check_split, pixels_uint8
 
-__all__ = ["load_batch", "load_cifar"]
+__all__ = ["load_batch", "load_cifar", "scan_pickle"]
 
 ROW = 3 * 32 * 32
 
@@ -67,15 +68,58 @@ class _ArrayUnpickler(pickle.Unpickler):
         )
 
 
+_OPS = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+_LENGTH = {-2: "<B", -3: "<i", -4: "<I", -5: "<Q"}  # pickletools' length-prefixed arguments
+
+
+def scan_pickle(raw: bytes) -> None:
+    """Walk the opcodes of ``raw`` up to STOP without building anything: every opcode must be
+    known and every declared length must fit in the bytes that follow (``ValueError``
+    otherwise). Payloads are skipped, not decoded, so the walk costs one pass over the
+    opcodes."""
+    pos, end = 0, len(raw)
+    while pos < end:
+        op = _OPS.get(raw[pos])
+        if op is None:
+            raise ValueError(f"unknown opcode {raw[pos:pos + 1]!r} at byte {pos}")
+        pos += 1
+        if op.name == "STOP":
+            return
+        arg = op.arg
+        if arg is None:
+            continue
+        if arg.n >= 0:
+            pos += arg.n
+        elif arg.n == -1:  # up to a newline (two lines for GLOBAL / INST)
+            for _ in range(2 if arg.name == "stringnl_noescape_pair" else 1):
+                nl = raw.find(b"\n", pos)
+                if nl < 0:
+                    raise ValueError(f"{op.name} at byte {pos - 1} has no newline")
+                pos = nl + 1
+        else:
+            fmt = _LENGTH[arg.n]
+            size = struct.calcsize(fmt)
+            if pos + size > end:
+                raise ValueError(f"{op.name} at byte {pos - 1} is truncated")
+            (n,) = struct.unpack_from(fmt, raw, pos)
+            pos += size
+            if n < 0 or n > end - pos:
+                raise ValueError(f"{op.name} at byte {pos - size - 1} declares {n} bytes, "
+                                 f"{end - pos} remain")
+            pos += n
+        if pos > end:
+            raise ValueError(f"{op.name} is truncated")
+    raise ValueError("the pickle ends without STOP")
+
+
 def load_batch(path: PathLike) -> dict:
     """The dict of one pickled batch (keys decoded to str), after the scan of step 1."""
     path = Path(path)
     raw = path.read_bytes()
     try:
+        scan_pickle(raw)  # declared lengths vs. the bytes left, before any allocation
         with warnings.catch_warnings():  # a damaged STRING opcode warns about its escapes
             warnings.simplefilter("ignore")
-            for _ in pickletools.genops(io.BytesIO(raw)):  # declared lengths vs. bytes left
-                pass
             d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except RecursionError:
         raise data_error(path, "not a CIFAR python batch (nested too deeply)") from None
