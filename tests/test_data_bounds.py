@@ -106,6 +106,9 @@ def test_gzip_idx_inflates_no_more_than_its_header_declares(tmp_path):
     err, peak = _peak_mib(lambda: read_idx(f))
     assert isinstance(err, DataError) and "more than the" in str(err) and str(f) in str(err)
     assert peak < 8, f"{peak:.1f} MiB inflated"
+    f.write_bytes(gzip.compress(bytes([0, 0, 8, 0]) + bytes(64 << 20), 9))  # 0-d: one value
+    err, peak = _peak_mib(lambda: read_idx(f))
+    assert isinstance(err, DataError) and "more than the 5 bytes" in str(err) and peak < 8
 
 
 def test_gzip_idx_header_beyond_what_deflate_can_hold_is_refused_unread(tmp_path):

@@ -165,7 +165,8 @@ def read_idx(path: PathLike) -> np.ndarray:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the header first: 4 bytes, then dims
         try:
             head = d.decompress(raw, 4)
-            head += d.decompress(d.unconsumed_tail, 4 * head[3]) if len(head) == 4 else b""
+            if len(head) == 4 and head[3]:  # (max_length 0 would mean "no limit")
+                head += d.decompress(d.unconsumed_tail, 4 * head[3])
         except zlib.error as err:
             raise data_error(path, f"corrupted gzip stream ({err})") from None
         dtype, dims = _idx_header(head, path)
