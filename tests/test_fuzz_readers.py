@@ -280,3 +280,24 @@ def test_fuzz_config_values():
             v = getattr(cfg, key)
             assert not (isinstance(v, float) and not math.isfinite(v)), (key, v)
     assert accepted >= 5 and refused > 300, (accepted, refused)
+
+
+def test_fuzz_dvs_gesture_trial_list(tmp_path):
+    write_aedat31(tmp_path / "user01_led.aedat", random_events(50, 128, 128, 4, span=10_000))
+    (tmp_path / "user01_led_labels.csv").write_text("class,startTime_usec,endTime_usec\n"
+                                                     "3,0,10000\n")
+    listed = tmp_path / "trials_to_train.txt"
+
+    def load():
+        return load_dataset("dvs_gesture", "train", root=tmp_path, T=2)[0][0]
+
+    rng = np.random.default_rng(SEED + 95)
+    for name, data in mutants(b"user01_led.aedat\n", rng):
+        listed.write_bytes(data)
+        with _bounded(f"trials_to_train.txt ({name})"):
+            try:
+                _check_frames(load())
+            except DataError as err:  # not UTF-8 text
+                assert str(listed) in str(err) and "\n" not in str(err)
+            except FileNotFoundError as err:  # lists no recording that exists: names the folder
+                assert str(tmp_path) in str(err) and "\n" not in str(err)

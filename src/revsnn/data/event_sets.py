@@ -149,7 +149,11 @@ class DVSGestureSet(EventFrameSet):
     def split_files(root: Path, split: str) -> List[Path]:
         listed = root / f"trials_to_{split}.txt"
         if listed.is_file():
-            names = [ln.strip() for ln in listed.read_text().splitlines() if ln.strip()]
+            try:
+                text = listed.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise data_error(listed, f"not a text file ({err})") from None
+            names = [ln.strip() for ln in text.splitlines() if ln.strip()]
             return [root / n for n in names if (root / n).is_file()]
         out = []
         for f in sorted(root.glob("user*.aedat")):
