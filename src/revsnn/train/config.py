@@ -314,7 +314,7 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     with _naming("memory_mode"):
         MemoryMode.parse(cfg.memory_mode)
     if cfg.memory_budget is not None:
-        from ..plan.parts import parse_bytes
+        from ..units import parse_bytes
 
         with _naming("memory_budget"):
             try:
