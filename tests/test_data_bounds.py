@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from revsnn.data import events_to_frames, load_dataset, read_aedat4, read_aedat31, read_idx
+from revsnn.data.cifar import load_cifar
 from revsnn.data.limits import DataError
-from revsnn.data.static import load_cifar, load_idx_split
+from revsnn.data.static import load_idx_split
 from test_data_events import random_events, write_aedat4, write_aedat31, write_nmnist
 from test_data_static import write_cifar, write_idx, write_mnist_dir
 

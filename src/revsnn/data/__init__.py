@@ -7,11 +7,11 @@
     frames = load_dataset("nmnist", "test", root=DIR, T=10)   # (frames [10, 2, 34, 34], label)
 """
 
+from .aedat4 import read_aedat4
 from .events import (
     EVENT_DTYPE,
     events_to_frames,
     read_aedat2,
-    read_aedat4,
     read_aedat31,
     read_dvs_gesture_labels,
     read_nmnist,

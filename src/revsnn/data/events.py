@@ -19,7 +19,10 @@ Formats:
   (compression, data-table position, an XML description of the streams), then packets
   ``(int32 stream id, int32 size, data)``; the data of an event stream (``EVTS``) is an (LZ4- or
   zstd-compressed) flatbuffer holding a vector of 16-byte structs ``(int64 t, int16 x,
-  int16 y, bool on, 3 bytes padding)``. LZ4 needs the ``events`` extra (``lz4``).
+  int16 y, bool on, 3 bytes padding)``. LZ4 needs the ``events`` extra (``lz4``). Read by
+  :mod:`revsnn.data.aedat4`.
+
+Every reader error is a :class:`~revsnn.data.limits.DataError` whose message starts with the file.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ __all__ = [
     "make_events",
     "read_aedat2",
     "read_aedat31",
-    "read_aedat4",
     "read_dvs_gesture_labels",
     "read_nmnist",
 ]
@@ -245,5 +247,3 @@ def slice_by_time(events: np.ndarray, start: int, end: int) -> np.ndarray:
     t = events["t"]
     return events[(t >= start) & (t < end)]
 
-
-from .aedat4 import read_aedat4  # noqa: E402 - AEDAT 4 reading lives in its own module

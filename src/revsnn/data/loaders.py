@@ -113,7 +113,9 @@ def load_dataset(
     if name in ("mnist", "fashion_mnist"):
         return static.load_idx_split(name, root, split)
     if name in ("cifar10", "cifar100"):
-        return static.load_cifar(name, root, split)
+        from .cifar import load_cifar
+
+        return load_cifar(name, root, split)
     if root is None:
         raise static.DataNotFoundError(f"{name}: pass the data directory with --set data_dir=DIR")
     if name == "imagefolder":

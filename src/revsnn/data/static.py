@@ -9,7 +9,7 @@ exception: it decodes lazily (:class:`ImageFolderSet`, a ``torch.utils.data.Data
   once into train / test by a stratified split with a fixed seed (20 % test).
 - ``mnist`` / ``fashion_mnist``: the four standard IDX files (``.gz`` or raw) in a directory.
 - ``cifar10`` / ``cifar100``: the standard python-pickle batches, read with a restricted unpickler
-  that only rebuilds numpy arrays (no arbitrary code runs).
+  that only rebuilds numpy arrays (no arbitrary code runs): :mod:`revsnn.data.cifar`.
 - ``imagefolder``: ``root/{train,val}/<class>/<image>``, decoded with PIL (``vision`` extra),
   resized (shorter side) and centre-cropped to ``image_size``.
 """
@@ -42,7 +42,6 @@ __all__ = [
     "DataNotFoundError",
     "ImageFolderSet",
     "ImageSet",
-    "load_cifar",
     "load_digits_split",
     "load_idx_split",
     "read_idx",
@@ -365,5 +364,3 @@ def stack_items(items: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor
     xs, ys = zip(*items)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64)
 
-
-from .cifar import load_cifar  # noqa: E402 - CIFAR reading lives in its own module
