@@ -363,4 +363,3 @@ def stack_items(items: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor
     """Collate ``(image, label)`` pairs into ``([B, ...], [B])``."""
     xs, ys = zip(*items)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64)
-
