@@ -109,6 +109,8 @@ class LayerWriter:
             if bn.num_features != w.shape[0]:
                 raise refuse(self.name(bn), "BatchNorm width differs from the layer before it")
             w, b = fold_batchnorm(w, b, bn, self.name(bn))
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise refuse(where, "weights or folded BatchNorm are not finite (NaN or inf)")
         sizes = list(out_sizes) if out_sizes is not None else [w.shape[0]]
         if isinstance(m, nn.Conv2d):
             if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
@@ -170,7 +172,7 @@ class LayerWriter:
         if isinstance(m, ConvBranch):
             return self.sequence([m.sn1, m.conv1, m.sn2, m.conv2], x)
         if isinstance(m, Downsample):
-            s = self.pool(m.pool, self.neuron(m.neuron, x))
+            s = self.module(m.pool, self.neuron(m.neuron, x))
             return self.layer(m.conv, m.bn, s, split_sizes(m.c_out, 2))
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             return self.layer(m, None, x)

@@ -64,6 +64,8 @@ def neuron_node(neuron: nn.Module, shape: Sequence[int], dt: float, where: str,
     thr, reset = _full(shape, neuron.v_threshold), _full(shape, neuron.v_reset)
     if isinstance(neuron, LIF):  # LIF, PLIF and the lean LIF
         tau = float(torch.as_tensor(neuron.tau_value()).detach())
+        if not (np.isfinite(tau) and tau > 0):
+            raise refuse(where, f"time constant tau = {tau} (in steps) is not a positive number")
         r = 1.0 if neuron.decay_input else tau
         return nir.LIF(tau=_full(shape, tau * dt), r=_full(shape, r),
                        v_leak=_full(shape, neuron.v_reset), v_threshold=thr, v_reset=reset,

@@ -58,7 +58,7 @@ REFUSED = {
 def _stem(w: LayerWriter, stem: nn.Module, x: Stream, parts: int) -> Stream:
     sizes = split_sizes(stem.width, parts)
     y = w.layer(stem.conv, stem.bn, x, sizes)
-    return w.pool(stem.pool, y) if stem.pool is not None else y
+    return w.module(stem.pool, y) if stem.pool is not None else y
 
 
 def _staged(w: LayerWriter, model: StagedResNet, x: Stream) -> Signal:
