@@ -224,8 +224,7 @@ def _spikingjelly_importer():
     return mod.import_from_nir, version
 
 
-@pytest.mark.parametrize("name", ["revs_resnet_test", "revs_resnet24_events", "revmlp_test",
-                                  "pararevsnn_resnet24_plif_pair"])
+@pytest.mark.parametrize("name", list(CASES))
 def test_spikingjelly_runs_the_exported_graph_with_the_same_spikes(exported, name):
     """SpikingJelly 2.0's ``import_from_nir`` (its own IF/LIF nodes, nirtorch's executor) runs
     the file we wrote, one step at a time: the same spikes and logits as our model."""
@@ -350,3 +349,42 @@ def test_export_command_refuses_an_unwritable_path_and_an_existing_file(tmp_path
     assert cli_main(["export", "--model", "revmlp_test", "--format", "nir", str(out),
                      "--force"]) == 0
     assert nir.read(str(out)).nodes
+
+
+def test_snntorch_runs_an_exported_lif_graph_with_the_same_spikes(exported):
+    """snnTorch 1.0.0's ``import_from_nir`` (its Leaky neuron, float32) runs the RevMLP file
+    (LIF neurons; its importer maps nir.IF to a leaky neuron, so IF graphs are not checked, and
+    its Flatten ignores the batch dimension, so one sample at a time)."""
+    try:
+        version = importlib.metadata.version("snntorch")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("snnTorch 1.0.0 is not installed")
+    if version != "1.0.0":
+        pytest.skip(f"snnTorch {version} installed; its NIR importer is checked with 1.0.0")
+    from snntorch.import_nir import import_from_nir
+
+    model, x, graph = exported["revmlp_test"]
+    model32 = revsnn.create_model("revmlp_test", memory_mode="none")
+    model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    model32.eval()
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].float()
+        ref, spikes = _model_spikes(model32, xi)
+        net = import_from_nir(to_nir(model32, xi))
+        mods = dict(net.named_modules())
+        neurons = _graph_neurons(graph)
+        seen = {k: [] for k in neurons}
+        hooks = [mods[k.replace(".", "_")].register_forward_hook(
+            lambda m, i, o, k=k: seen[k].append(o[0] if isinstance(o, tuple) else o))
+            for k in neurons]
+        state, outs = None, []
+        with torch.no_grad():
+            for _ in range(model32.T):
+                o, state = net(xi, state)
+                outs.append(o)
+        for h in hooks:
+            h.remove()
+        assert (torch.stack(outs).mean(0) - ref[0]).abs().max().item() <= 1e-5
+        for k, (mod, ch) in neurons.items():
+            ours = _ours(spikes, mod, ch)[:, 0]
+            assert torch.equal(torch.stack(seen[k]).reshape(ours.shape), ours), k
