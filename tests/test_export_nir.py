@@ -375,7 +375,7 @@ def test_snntorch_runs_an_exported_lif_graph_with_the_same_spikes(exported):
         neurons = _graph_neurons(graph)
         seen = {k: [] for k in neurons}
         hooks = [mods[k.replace(".", "_")].register_forward_hook(
-            lambda m, i, o, k=k: seen[k].append(o[0] if isinstance(o, tuple) else o))
+            lambda m, i, o, k=k, seen=seen: seen[k].append(o[0] if isinstance(o, tuple) else o))
             for k in neurons]
         state, outs = None, []
         with torch.no_grad():
