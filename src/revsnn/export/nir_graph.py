@@ -49,7 +49,8 @@ REFUSED = {
     "TRevSNN": "its T columns are T different networks (each column has its own levels "
                "L_k^t, reads column t-1's states through Up paths and alpha c_k^(t-1), and "
                "column T has its own head), while a NIR graph is one network run at every "
-               "step; writing the columns unrolled into one graph is not implemented",
+               "step; unrolled into one graph, its Up paths would still need a "
+               "nearest-neighbour upsampling node, which NIR does not have",
     "TRevSNNBPTT": "its ConvNeXt levels (depthwise and weight-standardised convolutions, "
                    "layer scales) are not written by revsnn's exporter yet",
 }
