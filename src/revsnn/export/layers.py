@@ -20,22 +20,42 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..models.blocks import ConvBranch, Downsample, SpikingHead
 from ..models.pararev_blocks import BranchPair, MergedBlock
+from ..models.trevsnn_blocks import FoldedLIF
 from ..reversible.sequence import ReversibleSequence
-from ..spiking.layers import TimeFold
+from ..spiking.layers import TimeFold, WSConv2d
 from ..spiking.neuron import BaseNeuron
 from .errors import ExportError, refuse
 from .fold import fold_batchnorm, layer_arrays
 from .graph import GraphBuilder, Signal, Stream, conv_output, split_sizes
 from .neurons import neuron_node
 
-__all__ = ["LayerWriter"]
+__all__ = ["LayerWriter", "standardized", "ungrouped"]
 
 _BN = nn.modules.batchnorm._BatchNorm
 _PER_SAMPLE_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def standardized(conv: WSConv2d) -> np.ndarray:
+    """The weight a weight-standardised conv convolves with (float64)."""
+    with torch.no_grad():
+        return conv.standardized_weight().detach().to("cpu", torch.float64).numpy().copy()
+
+
+def ungrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's weight ``[C_out, C_in / g, k, k]`` as the equal ungrouped weight
+    ``[C_out, C_in, k, k]`` (zero outside each group's block; NIR 1.0.8 types grouped convs by
+    ``C_in / g`` and SpikingJelly's importer refuses them)."""
+    co, ci = w.shape[0], w.shape[1]
+    dense = np.zeros((co, ci * groups) + w.shape[2:])
+    per = co // groups
+    for g in range(groups):
+        dense[g * per:(g + 1) * per, g * ci:(g + 1) * ci] = w[g * per:(g + 1) * per]
+    return dense
 
 
 def _pair(v: Any) -> List[int]:
@@ -100,22 +120,31 @@ class LayerWriter:
 
     # ------------------------------------------------------------------ channel mixing
     def layer(self, m: nn.Module, bn: Optional[nn.Module], x: Stream,
-              out_sizes: Optional[Sequence[int]] = None) -> Stream:
-        """conv / linear ``m`` (+ BatchNorm ``bn`` folded in) from the parts of ``x`` to
-        ``out_sizes`` output parts (default: one)."""
+              out_sizes: Optional[Sequence[int]] = None, scale: Optional[Any] = None) -> Stream:
+        """conv / linear ``m`` (+ BatchNorm ``bn`` folded in, then a per-channel ``scale``
+        such as a layer scale) from the parts of ``x`` to ``out_sizes`` output parts (default:
+        one). A weight-standardised conv is written with its standardised weight; a 1x1 conv
+        on a vector (after global pooling) as an ``Affine``."""
         where = self.name(m)
         w, b = layer_arrays(m)
+        if isinstance(m, WSConv2d):
+            w = standardized(m)
         if bn is not None:
             if bn.num_features != w.shape[0]:
                 raise refuse(self.name(bn), "BatchNorm width differs from the layer before it")
             w, b = fold_batchnorm(w, b, bn, self.name(bn))
+        if scale is not None:
+            g = np.asarray(scale.detach().to("cpu", torch.float64)).reshape(-1)
+            w, b = w * g.reshape((-1,) + (1,) * (w.ndim - 1)), b * g
         if not (np.isfinite(w).all() and np.isfinite(b).all()):
             raise refuse(where, "weights or folded BatchNorm are not finite (NaN or inf)")
         sizes = list(out_sizes) if out_sizes is not None else [w.shape[0]]
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                raise refuse(where, "only ungrouped convolutions with numeric zero padding are "
-                             "exported")
+        vector_in = len(x[0].shape) == 1
+        if isinstance(m, nn.Conv2d) and not vector_in:
+            if m.groups != 1:  # written dense, zeros off the groups' diagonal blocks (exact)
+                w = ungrouped(w, int(m.groups))
+            if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                raise refuse(where, "only convolutions with numeric zero padding are exported")
             st, pd, dl = _pair(m.stride), _pair(m.padding), _pair(m.dilation)
 
             def make(wb, bb, shape):
@@ -127,14 +156,19 @@ class LayerWriter:
                                        metadata={"module": where})
                 out = conv_output(shape[1:], wb.shape[2:], st, pd, dl)
                 return node, (wb.shape[0],) + out
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) or (
+                isinstance(m, nn.Conv2d) and m.groups == 1 and w.shape[2:] == (1, 1)):
+            if w.ndim == 4:
+                w = w[:, :, 0, 0]  # a 1x1 conv on [C, 1, 1] pooled maps is an affine map
+
             def make(wb, bb, shape):
                 if len(shape) != 1:
                     raise refuse(where, f"Linear needs a vector per step, got {shape}")
                 return self.nir.Affine(weight=wb, bias=bb, metadata={"module": where}), (
                     wb.shape[0],)
         else:
-            raise refuse(where, f"{type(m).__name__} is not a conv or linear layer")
+            raise refuse(where, f"{type(m).__name__} is not a conv or linear layer (or a conv "
+                         "other than 1x1 on a pooled vector)")
         return self.b.mix(where, x, w, b, sizes, make)
 
     def sum_parts(self, where: str, y: Signal) -> Signal:
@@ -165,6 +199,8 @@ class LayerWriter:
         where = self.name(m)
         if isinstance(m, BaseNeuron):
             return self.neuron(m, x)
+        if isinstance(m, FoldedLIF):
+            return self.neuron(m.lif, x)
         if isinstance(m, nn.Sequential):
             return self.sequence(list(m), x)
         if isinstance(m, TimeFold):

@@ -13,7 +13,10 @@ What is written (per family):
   the edges of x1 and F's output), DS layers per half (neuron and pool per half, the 1x1 conv as
   four blocks), head per half summed in an identity ``Affine``;
 - MS-ResNet: the basic blocks with their shortcut as a sum of edges;
-- RevMLP: flatten, the encoder split into halves, the couplings, the LIF head.
+- RevMLP: flatten, the encoder split into halves, the couplings, the LIF head;
+- T-RevSNN's BPTT counterpart: the weight-standardised stem and levels (depthwise convolutions
+  as grouped ``nir.Conv2d``, layer scales folded into the conv before them), its LIF neurons,
+  the final head as two ``Affine`` after global pooling.
 
 Refused with an :class:`~revsnn.export.errors.ExportError` naming the layer and the reason:
 spiking self-attention (RevSFormer, Spikingformer), T-RevSNN's columns, ParaRevSNN's merged
@@ -31,6 +34,7 @@ from torch import nn
 from ..models.msresnet import MSResNet
 from ..models.revmlp import RevMLP
 from ..models.staged import StagedResNet
+from ..models.trevsnn_bptt import TRevSNNBPTT
 from .errors import ExportError
 from .graph import GraphBuilder, Signal, Stream, split_sizes
 from .layers import LayerWriter
@@ -39,7 +43,7 @@ from .neurons import DEFAULT_DT
 __all__ = ["to_nir", "SUPPORTED", "REFUSED"]
 
 #: families written, by class name
-SUPPORTED = ("RevSResNet", "ParaRevSNN (merge='pair')", "MSResNet", "RevMLP")
+SUPPORTED = ("RevSResNet", "ParaRevSNN (merge='pair')", "MSResNet", "RevMLP", "TRevSNNBPTT")
 #: families refused, with the reason
 REFUSED = {
     "RevSFormer": "spiking self-attention multiplies two spike signals (Q K^T V); NIR has no "
@@ -51,8 +55,6 @@ REFUSED = {
                "column T has its own head), while a NIR graph is one network run at every "
                "step; unrolled into one graph, its Up paths would still need a "
                "nearest-neighbour upsampling node, which NIR does not have",
-    "TRevSNNBPTT": "its ConvNeXt levels (depthwise and weight-standardised convolutions, "
-                   "layer scales) are not written by revsnn's exporter yet",
 }
 
 
@@ -90,7 +92,27 @@ def _revmlp(w: LayerWriter, model: RevMLP, x: Stream) -> Signal:
     return y if len(y.terms) == 1 else w.sum_parts(f"{w.name(head.fc)}.sum", y)
 
 
-_WRITERS = ((StagedResNet, _staged), (MSResNet, _msresnet), (RevMLP, _revmlp))
+def _convnext(w: LayerWriter, blk: nn.Module, z: Stream) -> Stream:
+    """``z + gamma * dw2(pw2(S(pw1(dw1(S(z))))))`` (gamma folded into dw2)."""
+    u = w.sequence([blk.spike1, blk.dw1, blk.pw1], z)
+    y = w.layer(blk.pw2, None, w.module(blk.spike2, u))
+    y = w.layer(blk.dw2, None, y, scale=blk.gamma)
+    return [z[0] + y[0]]
+
+
+def _trevsnn_bptt(w: LayerWriter, model: TRevSNNBPTT, x: Stream) -> Signal:
+    z = w.sequence(list(model.stem), x)
+    for level in model.levels:
+        if level.entry is not None:
+            z = w.module(level.entry, z)
+        z = _convnext(w, level.block2, _convnext(w, level.block1, z))
+    head = model.head
+    f = w.global_pool(f"{w.name(head)}.pool", w.module(model.head_spike, z))
+    return w.layer(head.conv2, None, w.layer(head.conv1, None, f))[0]
+
+
+_WRITERS = ((StagedResNet, _staged), (MSResNet, _msresnet), (RevMLP, _revmlp),
+            (TRevSNNBPTT, _trevsnn_bptt))
 
 
 def to_nir(model: nn.Module, sample_input: torch.Tensor, dt: float = DEFAULT_DT,
