@@ -326,6 +326,9 @@ def test_export_command_from_a_checkpoint_equals_the_trained_model(tmp_path):
     (["--model", "revsformer_test", "--format", "nir"], "cannot express the model in NIR: "
                                                         "RevSFormer: spiking self-attention"),
     (["--model", "pararevsnn_test", "--format", "nir"], "stages.0.merged.0.gn"),
+    (["--model", "revmlp_test", "--format", "nir", "--input-shape", "3x8"], "--input-shape"),
+    (["--checkpoint", "run", "--T", "4", "--format", "nir"], "go with --model"),
+    (["--checkpoint", "missing_run", "--format", "nir"], "does not exist"),
 ])
 def test_export_command_bad_input_is_one_line_exit_2_no_file(tmp_path, capsys, args, says):
     out = tmp_path / "m.nir"

@@ -167,6 +167,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.format.lower() not in FORMATS:
             raise UsageError(f"revsnn export: unknown format {args.format!r}; expected one of "
                              f"{', '.join(FORMATS)}")
+        if args.checkpoint and (args.set or args.T is not None or args.num_classes is not None):
+            raise UsageError("revsnn export: --T, --num-classes and --set go with --model (a "
+                             "checkpoint's model is built from its stored config)")
+        if not args.dt > 0:
+            raise UsageError(f"revsnn export: --dt must be a positive number of seconds, got "
+                             f"{args.dt}")
         out = Path(args.out)
         if out.exists() and not args.force:
             raise UsageError(f"revsnn export: {out} exists; pass --force to replace it")
