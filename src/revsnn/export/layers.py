@@ -7,7 +7,9 @@ express is refused with an :class:`~revsnn.export.errors.ExportError` naming the
 - neurons (IF, LIF, PLIF, their lean forms): ``nir.IF`` / ``nir.LIF`` per part
   (:mod:`revsnn.export.neurons`);
 - conv / linear, with a BatchNorm right after it folded in (:mod:`revsnn.export.fold`):
-  ``nir.Conv2d`` / ``nir.Affine`` per block of parts;
+  ``nir.Conv2d`` / ``nir.Affine`` per block of parts; a weight-standardised conv with the
+  weight it convolves with; a grouped conv as the equal dense conv (:func:`ungrouped`); a 1x1
+  conv on a pooled vector as an ``Affine``;
 - average pooling: ``nir.AvgPool2d`` per part (zero padding counted in the mean, as
   ``torch.nn.AvgPool2d`` with ``count_include_pad=True``);
 - ``nn.Sequential``, ``TimeFold`` and the branches of the families in their order;
