@@ -149,6 +149,8 @@ def to_nir(model: nn.Module, sample_input: torch.Tensor, dt: float = DEFAULT_DT,
     w = LayerWriter(model, b, dt)
     x = [b.add("input", b.nir.Input(input_type=np.array(shape)), None, shape)]
     y = writer_fn(w, model, x)
+    if len(y.terms) > 1:  # an output node reads one node (readers do not sum its edges)
+        y = w.sum_parts("output.sum", y)
     b.add("output", b.nir.Output(output_type=np.array(y.shape)), y, y.shape)
     meta = {
         "producer": "revsnn",
