@@ -392,3 +392,36 @@ def test_snntorch_runs_an_exported_lif_graph_with_the_same_spikes(exported):
         for k, (mod, ch) in neurons.items():
             ours = _ours(spikes, mod, ch)[:, 0]
             assert torch.equal(torch.stack(seen[k]).reshape(ours.shape), ours), k
+
+
+def test_from_nir_runs_the_other_node_types_as_nir_defines_them():
+    """SumPool2d, Flatten, Linear, Scale, Threshold (v > threshold) and a leaky integrator
+    LI (tau dv/dt = v_leak - v + r I, Euler with dt) on a hand-built graph."""
+    torch.manual_seed(0)
+    dt, n = 1e-3, 8
+    w = np.random.default_rng(0).standard_normal((n, 8))
+    scale = np.linspace(0.5, 1.5, n)
+    g = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(np.array([2, 4, 4])),
+            "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                  padding=np.array([0, 0])),
+            "flat": nir.Flatten(input_type={"input": np.array([2, 2, 2])}, start_dim=0),
+            "lin": nir.Linear(weight=w),
+            "scale": nir.Scale(scale=scale),
+            "th": nir.Threshold(threshold=np.full(n, 0.3)),
+            "li": nir.LI(tau=np.full(n, 4 * dt), r=np.full(n, 2.0), v_leak=np.full(n, 0.1)),
+            "output": nir.Output(np.array([n])),
+        },
+        edges=[("input", "pool"), ("pool", "flat"), ("flat", "lin"), ("lin", "scale"),
+               ("scale", "th"), ("th", "li"), ("li", "output")],
+        metadata={"dt": dt})
+    x = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    out = from_nir(g, T=3, dtype=torch.float64)(x)
+    z = nn.functional.avg_pool2d(x, 2, 2, divisor_override=1).flatten(1)
+    s = ((z @ torch.as_tensor(w).T) * torch.as_tensor(scale) > 0.3).double()
+    v, want = torch.zeros_like(s), []
+    for _ in range(3):
+        v = v + (0.1 - v + 2.0 * s) / 4.0
+        want.append(v)
+    assert torch.allclose(out, torch.stack(want), atol=1e-12)
