@@ -65,8 +65,7 @@ __all__ = [
 
 
 def pack_spikes(s: torch.Tensor, who: str) -> torch.Tensor:
-    """``s`` as bool, checking every entry is 0 or 1 (``ValueError``; compiled: a tensor
-    assertion, no graph break, raising ``RuntimeError`` with the same message)."""
+    """``s`` as bool; not 0/1: ``ValueError`` (compiled: an in-graph ``RuntimeError``)."""
     b, msg = s.to(torch.bool), f"{who} expects binary spikes (every entry exactly 0 or 1) of "
     msg += f"shape {tuple(s.shape)}; got other values"
     if torch.compiler.is_compiling():
