@@ -11,6 +11,7 @@ other module has its parts' ``memory_mode`` set directly.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Callable, Dict, List, Mapping, Sequence
 
@@ -140,6 +141,8 @@ def parse_bytes(text) -> int:
                 "such as 8GiB, 512MiB, 1.5G (binary) or 8GB (decimal)"
             )
         value, unit = float(m.group(1)), m.group(2).lower()
+    if not math.isfinite(value * _UNITS[unit]):
+        raise ValueError(f"the memory size {text!r} is not a finite number of bytes")
     n = int(round(value * _UNITS[unit]))
     if n <= 0:
         raise ValueError(f"a memory size must be positive, got {text!r}")

@@ -40,6 +40,14 @@ from .distributed import (
     init_distributed,
     wrap_model,
 )
+from .finite import (
+    NonFiniteData,
+    StepGuard,
+    TrainingDiverged,
+    check_hyperparameters,
+    nonfinite_in,
+    refuse_nonfinite_batch,
+)
 from .interrupt import StopRequest, TrainingInterrupted
 from .loss import model_loss, soft_cross_entropy
 from .memory_report import measure_run_memory, memory_matches
@@ -54,12 +62,8 @@ from .optim import (
 from .progress import make_progress
 from .run_folder import METRIC_FIELDS, RunFolder
 
-__all__ = ["METRIC_FIELDS", "TrainingDiverged", "TrainingInterrupted", "evaluate", "run",
-           "run_training"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
+__all__ = ["METRIC_FIELDS", "NonFiniteData", "TrainingDiverged", "TrainingInterrupted",
+           "evaluate", "run", "run_training"]
 
 
 class _Stop(Exception):
@@ -153,14 +157,18 @@ class _Run:
         self.saved_any = False
         self.stop: Optional[StopRequest] = None
         self.current_epoch = 0
-        ck = load_checkpoint(cfg.resume, map_location=self.device) if cfg.resume else None
+        ck = (load_checkpoint(cfg.resume, map_location=self.device, resume=True)
+              if cfg.resume else None)
+        self.guard = StepGuard(self.model, cfg.skip_nonfinite,
+                               int(ck.get("skipped_nonfinite", 0)) if ck else 0)
+        self.source = Path(ck["path"]).parent if ck else None
         out = cfg.out or (str(Path(ck["path"]).parent) if ck else None)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path("runs") / f"{cfg.data.replace(':', '-')}_{cfg.model}_{stamp}")
         self.folder = RunFolder(Path(out))
         if env.main:
-            self.folder.check(resume=ck is not None)
+            self.folder.check(resume=ck is not None, source=self.source)
         if ck is not None:
             self._resume(ck)
         if cfg.measure_memory and env.main:
@@ -228,12 +236,16 @@ class _Run:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "epoch_times": self.epoch_times, "memory": self.memory, "params": self.params,
-            "last_metrics": self.last,
+            "last_metrics": self.last, "skipped_nonfinite": self.guard.skipped,
         }
 
     def save(self, payload: Dict[str, Any], best: bool = False) -> None:
         if not self.env.main:
             return
+        for key in ("model", "ema", "optimizer"):  # a non-finite state is never saved
+            bad = nonfinite_in(payload.get(key), key)
+            if bad is not None:
+                raise TrainingDiverged(f"{bad} is not finite; it was not saved")
         if self.cfg.resume and not self.saved_any:
             self.folder.write_config(self.cfg)  # a resumed run's own config, once it has work
         save_checkpoint(self.out / "checkpoint.pt", payload)
@@ -268,20 +280,13 @@ class _Run:
             if batch.step >= self.steps:
                 break
             lr = self.optimizer.param_groups[0]["lr"]
+            refuse_nonfinite_batch(batch.x, batch.index, self.data.train,
+                                   lambda t: all_reduce_sum(t, env))
             x, target = _inputs(self.data, batch, gen, train=True)
+            self.guard.remember_buffers()
             with self.amp_ctx():
                 heads = self.ddp(x)
             loss = model_loss(heads, target, cfg.label_smoothing)
-            # one reduction per step: [loss not finite, Ctrl-C requested] on any rank
-            flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
-                                  1.0 if self.stop is not None and self.stop.requested else 0.0])
-            all_reduce_sum(flags, env)
-            if float(flags[0]) > 0:
-                raise TrainingDiverged(
-                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step "
-                    f"{batch.step + 1} (lr {lr:.3g})"
-                )
-            stop = float(flags[1]) > 0
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -292,16 +297,41 @@ class _Run:
                 adaptive_clip_grad(self.model.parameters(), cfg.agc_clip)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if self.scaler is not None:
+            # one reduction per step: [loss or a gradient not finite, Ctrl-C requested]
+            flags = torch.stack([1.0 - self.guard.grads_ok(loss, self.scaler is None).cpu(),
+                                 torch.tensor(1.0 if self.stop is not None
+                                              and self.stop.requested else 0.0)])
+            all_reduce_sum(flags, env)
+            stop = float(flags[1]) > 0
+            at = (f"epoch {epoch + 1}, step {batch.step + 1} (global step "
+                  f"{self.global_step + 1}, lr {lr:.3g})")
+            skipped = float(flags[0]) > 0
+            if skipped:
+                what = self.guard.describe_grads(loss)
+                if not self.guard.skip():
+                    raise TrainingDiverged(f"{what} at {at}")
+                self.optimizer.zero_grad(set_to_none=True)
+                if env.main:
+                    self.log(f"{what} at {at}; step skipped ({self.guard.skipped} of "
+                             f"skip_nonfinite={cfg.skip_nonfinite})")
+            elif self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if not skipped:  # parameters and buffers after the step: one fused check
+                ok = self.guard.state_ok().cpu().reshape(1)
+                if float(all_reduce_sum(ok, env)) < env.world:
+                    raise TrainingDiverged(f"{self.guard.describe_state()} at {at}")
             self.scheduler.step()
-            if self.ema is not None:
+            if self.ema is not None and not skipped:
                 ema_update(self.ema, self.model)
             self.global_step += 1
             step = batch.step + 1
+            if skipped:
+                if stop:
+                    break
+                continue
             n = len(batch.y)
             truth = target if target.dim() == 1 else target.argmax(1)
             correct = float((heads[-1].detach().argmax(1) == truth).sum())
@@ -390,7 +420,7 @@ class _Run:
             if self.epoch_times else None,
             "epoch_times_s": self.epoch_times, "total_time_s": total_time,
             "process_cpu_time_s": time.process_time(),
-            "run_dir": str(self.out),
+            "run_dir": str(self.out), "skipped_nonfinite_steps": self.guard.skipped,
         }
         if cfg.memory_budget and callable(getattr(self.model, "memory_plan", None)):
             s["memory_plan"] = self.model.memory_plan()
@@ -407,8 +437,8 @@ class _Run:
     # ------------------------------------------------------------------ main
     def fit(self) -> Dict[str, Any]:
         cfg, env, log = self.cfg, self.env, self.log
-        if env.main and not cfg.resume:
-            self.folder.create(cfg)
+        if env.main:
+            self.folder.claim(cfg, self.source, new=not cfg.resume)
         t_start = time.perf_counter()
         where = (self.start_epoch, self.start_step)
         try:
@@ -446,13 +476,20 @@ class _Run:
         except TrainingDiverged as err:
             self.summary("diverged", time.perf_counter() - t_start)
             kept = self.out / "checkpoint.pt"
-            keep = (f"the last good checkpoint {kept} is kept" if kept.exists()
+            keep = (f"the last good (finite) checkpoint {kept} is kept" if kept.exists()
                     else "no checkpoint had been written yet")
-            raise TrainingDiverged(f"{err}; training stopped, {keep}. Lower --lr or enable "
-                                   "grad_clip/agc_clip.") from None
+            raise TrainingDiverged(f"training diverged: {err}; training stopped, {keep}. Lower "
+                                   "--lr or enable grad_clip/agc_clip (or --set "
+                                   "skip_nonfinite=N).") from None
+        except BaseException:
+            if env.main and not self.saved_any and not cfg.resume:
+                self.folder.remove_created()  # failed before any work: no half-made folder
+            raise
         finally:
             if self.tb is not None:
                 self.tb.close()
+            if env.main:
+                self.folder.release()
         return self.summary("finished", time.perf_counter() - t_start)
 
     def _stop_requested(self) -> bool:
@@ -520,6 +557,7 @@ def run_training(
     already_complete=True, None)``.
     """
     validate_config(cfg, registry_model=model_factory is None)
+    check_hyperparameters(cfg)
     return _train(cfg, lambda: build_data(cfg),
                   lambda data: build_model(cfg, data.info, model_factory), log)
 
@@ -549,7 +587,7 @@ def _train(cfg: TrainConfig, make_data: Callable[[], DataBundle],
     otherwise the model returned is None)."""
     log = log or (lambda s: print(s, flush=True))
     if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
+        ck = load_checkpoint(cfg.resume, resume=True)
         if int(ck["epoch"]) >= cfg.epochs:
             if model is not None:
                 load_model_state(model, ck["model"], ck["path"])

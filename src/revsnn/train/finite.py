@@ -1,0 +1,235 @@
+"""Non-finite values in training: refused batches, checked steps, never a NaN state kept.
+
+Every optimiser step of :mod:`revsnn.train.loop` passes three checks, each one fused reduction
+and one host synchronisation (all-reduced over the processes, so every rank stops together):
+
+1. the batch: ``max_i |x_i|`` of a floating-point input is finite, else the batch is refused with
+   the index (and file, where the data set has one) of its first non-finite sample
+   (:func:`check_batch`, a :class:`NonFiniteData` error: bad input, not divergence);
+2. before the step: the loss, ``max_p ||g_p||_inf`` over all gradients and the buffers the
+   forward pass updated (BatchNorm's running statistics) are finite
+   (:meth:`StepGuard.grads_ok`); the infinity norm never overflows, unlike the 2-norm
+   (``||g||_2`` of finite float32 values above ~1e19 is inf), so a finite gradient is never
+   taken for a divergence;
+3. after the step: ``max ||w||_inf`` over parameters and floating-point buffers (BatchNorm's
+   running statistics) is finite (:meth:`StepGuard.state_ok`).
+
+On a failed check the first non-finite tensor is found by a per-tensor scan (only then) and
+named with the step in one line (:class:`TrainingDiverged`); the run writes ``status:
+diverged`` and saves nothing, so the kept checkpoint is the last finite one. With
+``skip_nonfinite = N`` up to ``N`` steps whose loss, gradients or buffers are non-finite are
+skipped as a mixed-precision loss scaler skips them: the optimiser and its state are
+untouched, the buffers the forward pass changed are restored, the learning-rate schedule
+still advances (the step counts) and the EMA is not updated. A non-finite state *after* a step
+cannot be undone and always stops the run.
+
+:func:`nonfinite_in` checks a state dict (a checkpoint before it is written and when it is
+loaded); :func:`check_hyperparameters` refuses NaN and infinite learning rates and friends
+before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NonFiniteData", "StepGuard", "TrainingDiverged", "check_batch", "check_hyperparameters",
+    "first_nonfinite", "nonfinite_in", "refuse_nonfinite_batch",
+]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, a gradient, a parameter or a buffer became NaN/inf; training stopped and only
+    finite checkpoints were kept."""
+
+
+class NonFiniteData(ValueError):
+    """A training batch holds NaN or inf (bad input: names the sample and its file)."""
+
+
+def _max_abs(tensors: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``max_t ||t||_inf`` (NaN when any element is NaN) as one 0-dim tensor, or None."""
+    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    if not ts:
+        return None
+    norms = torch._foreach_norm(ts, float("inf"))  # one fused kernel per device and dtype
+    return torch.linalg.vector_norm(torch.stack([n.float().cpu() if n.device != ts[0].device
+                                                 else n.float() for n in norms]), float("inf"))
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """1.0 when every element of every floating-point tensor is finite, else 0.0 (0-dim,
+    on the tensors' device; no host synchronisation)."""
+    m = _max_abs(tensors)
+    if m is None:
+        return torch.ones(())
+    return torch.isfinite(m).float()
+
+
+def first_nonfinite(named: Iterable[Tuple[str, torch.Tensor]]) -> Optional[str]:
+    """The name of the first tensor holding NaN or inf (a scan; used only after a failed
+    fused check), with what it holds."""
+    for name, t in named:
+        if not torch.is_tensor(t) or not t.is_floating_point() or not t.numel():
+            continue
+        t = t.detach()
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+            return f"{name} ({int(bad.sum())} of {t.numel()} values {kind})"
+    return None
+
+
+def _flatten(state: Any, prefix: str) -> List[Tuple[str, torch.Tensor]]:
+    out: List[Tuple[str, torch.Tensor]] = []
+    if torch.is_tensor(state):
+        out.append((prefix, state))
+    elif isinstance(state, Mapping):
+        for k, v in state.items():
+            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.extend(_flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+    return out
+
+
+def nonfinite_in(state: Any, prefix: str = "") -> Optional[str]:
+    """The first non-finite tensor of a (nested) state dict, or None when all are finite."""
+    named = _flatten(state, prefix)
+    tensors = [t for _, t in named]
+    if not tensors or bool(all_finite(tensors)):
+        return None
+    return first_nonfinite(named)
+
+
+def _sample_name(dataset: Any, index: int) -> str:
+    """``sample 12 (file a/b.png)`` where the data set knows its files."""
+    where = ""
+    samples = getattr(dataset, "samples", None)
+    try:
+        if samples is not None:
+            first = samples[index]
+            where = f" (file {first[0] if isinstance(first, (tuple, list)) else first})"
+        elif getattr(dataset, "indices", None) is not None:
+            where = f" (row {int(dataset.indices[index])} of the source data)"
+    except (IndexError, TypeError, ValueError):
+        where = ""
+    return f"sample {index}{where}"
+
+
+def check_batch(x: torch.Tensor, indices: Optional[torch.Tensor], dataset: Any,
+                split: str = "training") -> torch.Tensor:
+    """A 0-dim flag (1.0: finite) for a batch; raises :class:`NonFiniteData` naming the first
+    non-finite sample when ``x`` is floating point and not finite. ``indices[i]`` is the data
+    set index of row ``i`` of the batch (None: rows are named by their batch position)."""
+    if not x.is_floating_point():
+        return torch.ones(())
+    ok = all_finite([x])
+    if bool(ok):
+        return ok
+    rows = (~torch.isfinite(x.detach())).flatten(1).any(1).nonzero().flatten()
+    row = int(rows[0]) if len(rows) else 0
+    if indices is not None and row < len(indices):
+        what = _sample_name(dataset, int(indices[row]))
+    else:
+        what = f"row {row} of the batch"
+    bad = x.detach()[row]
+    kind = "NaN" if bool(torch.isnan(bad).any()) else "inf"
+    raise NonFiniteData(f"the {split} data holds {kind} values: {what}; fix or remove that "
+                        "sample (inputs must be finite)")
+
+
+def refuse_nonfinite_batch(x: torch.Tensor, indices: Optional[torch.Tensor], dataset: Any,
+                           reduce: Callable[[torch.Tensor], Any]) -> None:
+    """:func:`check_batch` with the flag summed over the processes by ``reduce`` (every rank
+    stops at the same batch); nothing to do for integer inputs."""
+    if not x.is_floating_point():
+        return
+    bad = (1.0 - all_finite([x]).cpu()).reshape(1)
+    reduce(bad)
+    if float(bad) > 0:
+        check_batch(x, indices, dataset)
+        raise NonFiniteData("the training data of another process holds NaN or inf values")
+
+
+class StepGuard:
+    """The checks around one optimiser step of ``model`` (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, skip_nonfinite: int = 0, skipped: int = 0) -> None:
+        self.model = model
+        self.allowed = int(skip_nonfinite)
+        self.skipped = int(skipped)
+        self._params = [p for p in model.parameters()]
+        self._named_state = list(model.named_parameters()) + list(model.named_buffers())
+        self._buffers = [b for b in model.buffers()]
+        self._saved: Optional[List[torch.Tensor]] = None
+
+    # ------------------------------------------------------------------ before the forward
+    def remember_buffers(self) -> None:
+        """Keep a copy of the buffers (only when steps may be skipped: a skipped step restores
+        the running statistics its forward pass changed)."""
+        if self.allowed <= self.skipped or not self._buffers:
+            return
+        if self._saved is None:
+            self._saved = [b.detach().clone() for b in self._buffers]
+        else:
+            torch._foreach_copy_(self._saved, [b.detach() for b in self._buffers])
+
+    # ------------------------------------------------------------------ before the step
+    def grads_ok(self, loss: torch.Tensor, grads: bool = True) -> torch.Tensor:
+        """0-dim flag: 1.0 when the loss and (with ``grads``) every gradient are finite. A
+        loss scaler (float16) checks the gradients itself: then ``grads=False``."""
+        flag = torch.isfinite(loss.detach()).float()
+        g = [p.grad for p in self._params if p.grad is not None] if grads else []
+        return flag * all_finite(g + self._buffers).to(flag.device)
+
+    def describe_grads(self, loss: torch.Tensor) -> str:
+        if not bool(torch.isfinite(loss.detach())):
+            return f"the loss is {float(loss.detach())}"
+        named = [(f"gradient of {n}", p.grad) for n, p in self.model.named_parameters()
+                 if p.grad is not None]
+        named += [(f"buffer {n}", b) for n, b in self.model.named_buffers()]
+        first = first_nonfinite(named)
+        return (f"the {first} is not finite" if first
+                else "a gradient or buffer is not finite on another process")
+
+    def skip(self) -> bool:
+        """Skip this step if allowed: restore the buffers; True when skipped."""
+        if self.skipped >= self.allowed:
+            return False
+        self.skipped += 1
+        if self._saved is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([b for b in self._buffers], self._saved)
+        return True
+
+    # ------------------------------------------------------------------ after the step
+    def state_ok(self) -> torch.Tensor:
+        """0-dim flag: 1.0 when every parameter and floating-point buffer is finite."""
+        return all_finite(self._params + self._buffers)
+
+    def describe_state(self) -> str:
+        first = first_nonfinite(self._named_state)
+        return (f"{first} is not finite after the optimiser step" if first
+                else "a parameter or buffer is not finite on another process")
+
+
+def check_hyperparameters(cfg: Any) -> None:
+    """NaN is refused for every float setting (and inside float lists); the learning rates,
+    momentum and weight decay must also be finite; ``skip_nonfinite >= 0``."""
+    must_be_finite = ("lr", "min_lr", "warmup_lr", "momentum", "weight_decay", "ema_decay")
+    d: Dict[str, Any] = cfg.to_dict()
+    for key, value in d.items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and (math.isnan(v) or (key in must_be_finite
+                                                           and math.isinf(v))):
+                raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
+    skip = d.get("skip_nonfinite", 0)
+    if skip is None or skip < 0:
+        raise ValueError(f"skip_nonfinite must be >= 0 (0: stop at the first non-finite step), "
+                         f"got {skip}")
