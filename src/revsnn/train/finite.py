@@ -1,11 +1,13 @@
 """Non-finite values in training: refused batches, checked steps, never a NaN state kept.
 
 Every optimiser step of :mod:`revsnn.train.loop` passes three checks, each one fused reduction
-and one host synchronisation (all-reduced over the processes, so every rank stops together):
+(two host synchronisations per step, all-reduced over the processes, so every rank stops
+together):
 
 1. the batch: ``max_i |x_i|`` of a floating-point input is finite, else the batch is refused with
    the index (and file, where the data set has one) of its first non-finite sample
-   (:func:`check_batch`, a :class:`NonFiniteData` error: bad input, not divergence);
+   (:func:`check_batch`, a :class:`NonFiniteData` error: bad input, not divergence); reduced
+   together with the next check;
 2. before the step: the loss, ``max_p ||g_p||_inf`` over all gradients and the buffers the
    forward pass updated (BatchNorm's running statistics) are finite
    (:meth:`StepGuard.grads_ok`); the infinity norm never overflows, unlike the 2-norm
@@ -31,14 +33,14 @@ before anything is built.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 __all__ = [
     "NonFiniteData", "StepGuard", "TrainingDiverged", "check_batch", "check_hyperparameters",
-    "first_nonfinite", "nonfinite_in", "refuse_nonfinite_batch",
+    "batch_finite", "first_nonfinite", "nonfinite_in", "refuse_batch",
 ]
 
 
@@ -143,17 +145,16 @@ def check_batch(x: torch.Tensor, indices: Optional[torch.Tensor], dataset: Any,
                         "sample (inputs must be finite)")
 
 
-def refuse_nonfinite_batch(x: torch.Tensor, indices: Optional[torch.Tensor], dataset: Any,
-                           reduce: Callable[[torch.Tensor], Any]) -> None:
-    """:func:`check_batch` with the flag summed over the processes by ``reduce`` (every rank
-    stops at the same batch); nothing to do for integer inputs."""
-    if not x.is_floating_point():
-        return
-    bad = (1.0 - all_finite([x]).cpu()).reshape(1)
-    reduce(bad)
-    if float(bad) > 0:
-        check_batch(x, indices, dataset)
-        raise NonFiniteData("the training data of another process holds NaN or inf values")
+def batch_finite(x: torch.Tensor) -> torch.Tensor:
+    """0-dim flag (1.0: finite) of a batch without a host synchronisation (integer inputs are
+    always finite)."""
+    return all_finite([x]) if x.is_floating_point() else torch.ones(())
+
+
+def refuse_batch(x: torch.Tensor, indices: Optional[torch.Tensor], dataset: Any) -> None:
+    """Raise :class:`NonFiniteData` for a batch found non-finite here or on another process."""
+    check_batch(x, indices, dataset)
+    raise NonFiniteData("the training data of another process holds NaN or inf values")
 
 
 class StepGuard:

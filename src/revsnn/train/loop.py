@@ -44,9 +44,10 @@ from .finite import (
     NonFiniteData,
     StepGuard,
     TrainingDiverged,
+    batch_finite,
     check_hyperparameters,
     nonfinite_in,
-    refuse_nonfinite_batch,
+    refuse_batch,
 )
 from .interrupt import StopRequest, TrainingInterrupted
 from .loss import model_loss, soft_cross_entropy
@@ -280,8 +281,7 @@ class _Run:
             if batch.step >= self.steps:
                 break
             lr = self.optimizer.param_groups[0]["lr"]
-            refuse_nonfinite_batch(batch.x, batch.index, self.data.train,
-                                   lambda t: all_reduce_sum(t, env))
+            data_ok = batch_finite(batch.x)
             x, target = _inputs(self.data, batch, gen, train=True)
             self.guard.remember_buffers()
             with self.amp_ctx():
@@ -297,11 +297,15 @@ class _Run:
                 adaptive_clip_grad(self.model.parameters(), cfg.agc_clip)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            # one reduction per step: [loss or a gradient not finite, Ctrl-C requested]
+            # one reduction per step: [loss, a gradient or a buffer not finite, Ctrl-C
+            # requested, the batch not finite] on any rank
             flags = torch.stack([1.0 - self.guard.grads_ok(loss, self.scaler is None).cpu(),
                                  torch.tensor(1.0 if self.stop is not None
-                                              and self.stop.requested else 0.0)])
+                                              and self.stop.requested else 0.0),
+                                 1.0 - data_ok.cpu()])
             all_reduce_sum(flags, env)
+            if float(flags[2]) > 0:
+                refuse_batch(batch.x, batch.index, self.data.train)
             stop = float(flags[1]) > 0
             at = (f"epoch {epoch + 1}, step {batch.step + 1} (global step "
                   f"{self.global_step + 1}, lr {lr:.3g})")
