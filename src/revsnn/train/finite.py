@@ -40,7 +40,8 @@ from torch import nn
 
 __all__ = [
     "NonFiniteData", "StepGuard", "TrainingDiverged", "check_batch", "check_hyperparameters",
-    "batch_finite", "first_nonfinite", "nonfinite_in", "refuse_batch",
+    "batch_finite", "checked_step", "first_nonfinite", "nonfinite_in", "refuse_batch",
+    "refuse_nonfinite_payload",
 ]
 
 
@@ -217,6 +218,58 @@ class StepGuard:
         first = first_nonfinite(self._named_state)
         return (f"{first} is not finite after the optimiser step" if first
                 else "a parameter or buffer is not finite on another process")
+
+
+def refuse_nonfinite_payload(payload: Mapping[str, Any]) -> None:
+    """Raise :class:`TrainingDiverged` when a checkpoint payload's model, EMA or optimiser
+    state holds NaN or inf (it is then not written)."""
+    for key in ("model", "ema", "optimizer"):
+        bad = nonfinite_in(payload.get(key), key)
+        if bad is not None:
+            raise TrainingDiverged(f"{bad} is not finite; it was not saved")
+
+
+def checked_step(run: Any, loss: torch.Tensor, data_ok: torch.Tensor, batch: Any, epoch: int,
+                 lr: float) -> Tuple[bool, bool]:
+    """The optimiser step of a training run after its backward pass (and clipping), checked.
+
+    One reduction over the processes of [loss, a gradient or a buffer not finite, Ctrl-C
+    requested (``run.stop``), the batch not finite (``data_ok`` from :func:`batch_finite`)]:
+    a non-finite batch is refused (:class:`NonFiniteData`); a non-finite step is skipped
+    (``run.guard``'s budget; the optimiser is not stepped) or stops the run
+    (:class:`TrainingDiverged`); else the optimiser (or loss scaler) steps and the parameters
+    and buffers are checked. Returns ``(skipped, stop requested)``.
+    """
+    from .distributed import all_reduce_sum
+
+    cfg, env, guard = run.cfg, run.env, run.guard
+    requested = run.stop is not None and run.stop.requested
+    flags = torch.stack([1.0 - guard.grads_ok(loss, run.scaler is None).cpu(),
+                         torch.tensor(1.0 if requested else 0.0), 1.0 - data_ok.cpu()])
+    all_reduce_sum(flags, env)
+    if float(flags[2]) > 0:
+        refuse_batch(batch.x, getattr(batch, "index", None), run.data.train)
+    stop = float(flags[1]) > 0
+    at = (f"epoch {epoch + 1}, step {batch.step + 1} (global step {run.global_step + 1}, "
+          f"lr {lr:.3g})")
+    if float(flags[0]) > 0:
+        what = guard.describe_grads(loss)
+        if not guard.skip():
+            raise TrainingDiverged(f"{what} at {at}")
+        run.optimizer.zero_grad(set_to_none=True)
+        if env.main:
+            run.log(f"{what} at {at}; step skipped ({guard.skipped} of "
+                    f"skip_nonfinite={cfg.skip_nonfinite})")
+        return True, stop
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    ok = guard.state_ok().cpu().reshape(1)  # parameters and buffers after the step
+    if float(all_reduce_sum(ok, env)) < env.world:
+        raise TrainingDiverged(f"{guard.describe_state()} at {at}")
+    return False, stop
 
 
 def check_hyperparameters(cfg: Any) -> None:

@@ -46,8 +46,8 @@ from .finite import (
     TrainingDiverged,
     batch_finite,
     check_hyperparameters,
-    nonfinite_in,
-    refuse_batch,
+    checked_step,
+    refuse_nonfinite_payload,
 )
 from .interrupt import StopRequest, TrainingInterrupted
 from .loss import model_loss, soft_cross_entropy
@@ -243,10 +243,7 @@ class _Run:
     def save(self, payload: Dict[str, Any], best: bool = False) -> None:
         if not self.env.main:
             return
-        for key in ("model", "ema", "optimizer"):  # a non-finite state is never saved
-            bad = nonfinite_in(payload.get(key), key)
-            if bad is not None:
-                raise TrainingDiverged(f"{bad} is not finite; it was not saved")
+        refuse_nonfinite_payload(payload)  # a non-finite state is never saved
         if self.cfg.resume and not self.saved_any:
             self.folder.write_config(self.cfg)  # a resumed run's own config, once it has work
         save_checkpoint(self.out / "checkpoint.pt", payload)
@@ -297,36 +294,8 @@ class _Run:
                 adaptive_clip_grad(self.model.parameters(), cfg.agc_clip)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            # one reduction per step: [loss, a gradient or a buffer not finite, Ctrl-C
-            # requested, the batch not finite] on any rank
-            flags = torch.stack([1.0 - self.guard.grads_ok(loss, self.scaler is None).cpu(),
-                                 torch.tensor(1.0 if self.stop is not None
-                                              and self.stop.requested else 0.0),
-                                 1.0 - data_ok.cpu()])
-            all_reduce_sum(flags, env)
-            if float(flags[2]) > 0:
-                refuse_batch(batch.x, batch.index, self.data.train)
-            stop = float(flags[1]) > 0
-            at = (f"epoch {epoch + 1}, step {batch.step + 1} (global step "
-                  f"{self.global_step + 1}, lr {lr:.3g})")
-            skipped = float(flags[0]) > 0
-            if skipped:
-                what = self.guard.describe_grads(loss)
-                if not self.guard.skip():
-                    raise TrainingDiverged(f"{what} at {at}")
-                self.optimizer.zero_grad(set_to_none=True)
-                if env.main:
-                    self.log(f"{what} at {at}; step skipped ({self.guard.skipped} of "
-                             f"skip_nonfinite={cfg.skip_nonfinite})")
-            elif self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if not skipped:  # parameters and buffers after the step: one fused check
-                ok = self.guard.state_ok().cpu().reshape(1)
-                if float(all_reduce_sum(ok, env)) < env.world:
-                    raise TrainingDiverged(f"{self.guard.describe_state()} at {at}")
+            # the optimiser step, checked (and Ctrl-C looked at) in one reduction on all ranks
+            skipped, stop = checked_step(self, loss, data_ok, batch, epoch, lr)
             self.scheduler.step()
             if self.ema is not None and not skipped:
                 ema_update(self.ema, self.model)
