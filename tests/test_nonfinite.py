@@ -122,19 +122,25 @@ def test_huge_lr_keeps_no_inf_batchnorm_statistics(tmp_path):
         assert _all_finite(f), f
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--set", "min_lr=.nan"], "min_lr"),
-    (["--set", "optimizer=sgd", "--set", "momentum=.nan"], "momentum"),
-    (["--set", "optimizer=sgd", "--lr", "nan"], "lr"),
-    (["--set", "optimizer=lamb", "--lr", "nan"], "lr"),
+@pytest.mark.parametrize("args, key, values", [
+    (["--set", "min_lr=.nan"], "min_lr", {"min_lr": float("nan")}),
+    (["--set", "optimizer=sgd", "--set", "momentum=.nan"], "momentum",
+     {"optimizer": "sgd", "momentum": float("nan")}),
+    (["--set", "optimizer=sgd", "--lr", "nan"], "lr", {"optimizer": "sgd", "lr": float("nan")}),
+    (["--set", "optimizer=lamb", "--lr", "nan"], "lr", {"optimizer": "lamb",
+                                                        "lr": float("nan")}),
 ])
-def test_nan_hyperparameters_are_refused(tmp_path, capsys, args, key):
+def test_nan_hyperparameters_are_refused(tmp_path, capsys, args, key, values):
     from revsnn.cli import main
+    from revsnn.train import TrainConfig, apply_overrides
+    from revsnn.train.finite import check_hyperparameters
 
+    with pytest.raises(ValueError, match=f"config key '{key}' must be a finite number"):
+        check_hyperparameters(apply_overrides(TrainConfig(), values))
     rc = main([*FAST, *args, "--out", str(tmp_path / "h")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert f"config key '{key}' must be a finite number" in err[0]
+    assert key in err[0] and "nan" in err[0].lower(), err[0]  # names the key and the value
     assert not (tmp_path / "h").exists()
 
 

@@ -23,8 +23,8 @@ from .finite import nonfinite_in
 
 __all__ = ["MAX_T", "check_loaded", "stored_config"]
 
-#: the largest number of time steps a stored config may ask for
-MAX_T = 1024
+#: the largest number of time steps a stored config may ask for (the config's own range)
+MAX_T = 100_000
 
 
 def _int(value: Any, low: int) -> bool:
