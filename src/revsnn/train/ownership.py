@@ -3,7 +3,7 @@
 - :class:`FolderLock`: an exclusive ``fcntl.flock`` on ``<folder>/.revsnn-lock`` held while a
   run writes its folder. A second process asking for it is refused at once (the lock file names
   the holder's pid). The kernel drops the lock when its holder dies, so a killed run never
-  leaves the folder locked.
+  leaves the folder locked. On a file system without ``flock`` no lock is taken.
 - :func:`clean_orphans`: ``<name>.tmp-<pid>`` files (the atomic writer's temporary files,
   :func:`revsnn.train.checkpoint.save_checkpoint`) whose writer ``pid`` no longer runs are what
   a killed write left behind; they are removed on the next start. A live pid's file is kept.
@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -95,7 +96,12 @@ class FolderLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    # a file system without flock (some network mounts): no lock to take
+                    os.close(fd)
+                    self.path.unlink(missing_ok=True)
+                    return self
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                 os.close(fd)
                 who = f" (pid {holder})" if holder.isdigit() else ""
