@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from .checkpoint import write_text_atomic
 from .config import TrainConfig, config_text
-from .ownership import FolderInUse, FolderLock, clean_orphans, foreign_entries
+from .ownership import LOCK_NAME, FolderInUse, FolderLock, clean_orphans, foreign_entries
 
 __all__ = ["METRIC_FIELDS", "RunFolder", "RunFolderError"]
 
@@ -110,11 +110,13 @@ class RunFolder:
         missing = self.path
         while not missing.parent.exists() and missing.parent != missing:
             missing = missing.parent
-        existed = self.path.exists()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not existed:
+            try:  # only a folder this process made is ever removed again
+                self.path.mkdir(parents=True)
                 self.created = missing
+            except FileExistsError:
+                if not self.path.is_dir():
+                    raise
             self.lock.acquire()
             clean_orphans(self.path)
             self.check_owner(source)
@@ -123,7 +125,8 @@ class RunFolder:
                 self.write_config(cfg)
                 self.write_metrics()
         except (OSError, FolderInUse, RunFolderError) as err:
-            self.release()
+            if isinstance(err, FolderInUse):  # another run holds it: touch nothing
+                self.created, self.fresh = None, False
             self.remove_created()
             if not isinstance(err, OSError):
                 raise
@@ -137,16 +140,27 @@ class RunFolder:
         self.lock.release()
 
     def remove_created(self) -> None:
-        """Remove the folders this run made (a run that failed before saving anything)."""
-        self.release()
-        if self.created is not None and self.created.exists():
-            shutil.rmtree(self.created, ignore_errors=True)
+        """Remove what this run made (a run that failed before saving anything): its folder,
+        or its files in an empty folder it was given; then the lock is released. Parent
+        folders it made go only when empty."""
+        if self.created is not None and self.path.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+            parent = self.path.parent
+            while self.created in (parent, *parent.parents) and parent != parent.parent:
+                try:
+                    parent.rmdir()  # only when empty: another run may have come meanwhile
+                except OSError:
+                    break
+                parent = parent.parent
         elif self.fresh and self.path.is_dir():  # an empty folder given: empty it again
             for f in self.path.iterdir():
+                if f.name == LOCK_NAME:
+                    continue
                 if f.is_dir():
                     shutil.rmtree(f, ignore_errors=True)
                 else:
                     f.unlink(missing_ok=True)
+        self.release()
         self.created, self.fresh = None, False
 
     def write_config(self, cfg: TrainConfig) -> None:
