@@ -170,3 +170,16 @@ def test_guard_takes_huge_finite_gradients_as_finite():
     lin.bias.grad[2] = float("nan")
     assert float(guard.grads_ok(torch.tensor(1.0))) == 0.0
     assert "gradient of bias (1 of 4 values NaN)" in guard.describe_grads(torch.tensor(1.0))
+
+
+def test_a_nonfinite_sample_is_named_with_its_file():
+    from revsnn.train.finite import check_batch
+
+    class Files:  # a data set that knows its files (image folder, event recordings)
+        samples = [(Path(f"data/{i}.png"), i % 2) for i in range(4)]
+
+    x = torch.zeros(2, 1, 2, 2)
+    assert float(check_batch(x, torch.tensor([3, 1]), Files())) == 1.0
+    x[1, 0, 1, 0] = float("inf")
+    with pytest.raises(NonFiniteData, match=r"inf values: sample 1 \(file data/1\.png\)"):
+        check_batch(x, torch.tensor([3, 1]), Files())
