@@ -27,6 +27,8 @@ from typing import Any, BinaryIO, Callable, Dict, Union
 import torch
 from torch import nn
 
+from .checkpoint_check import CheckpointError, check_loaded
+
 __all__ = [
     "CheckpointError", "load_checkpoint", "load_model_state", "save_checkpoint",
     "write_text_atomic",
@@ -34,10 +36,6 @@ __all__ = [
 
 FORMAT = "revsnn-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupted, or does not match the model."""
 
 
 class _Recording:
@@ -127,8 +125,6 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu",
     for key in ("config", "model"):
         if key not in data:
             raise CheckpointError(f"{path} lacks the '{key}' entry")
-    from .checkpoint_check import check_loaded
-
     check_loaded(data, path, resume)
     data["path"] = str(path)
     return data

@@ -9,7 +9,8 @@ at most :data:`MAX_T`; the caller replaces machine-specific keys such as ``data_
 A checkpoint to resume from also needs the training state: ``epoch``, ``global_step``,
 ``best_epoch`` integers >= 0 (``best_epoch`` may be -1), ``best_acc`` a number and
 ``optimizer`` a mapping. Every refusal is a :class:`~revsnn.train.checkpoint.CheckpointError`
-naming the file and the entry.
+naming the file and the entry (:class:`CheckpointError`, also exported by
+:mod:`revsnn.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import torch
 
 from .finite import nonfinite_in
 
-__all__ = ["MAX_T", "check_loaded", "stored_config"]
+__all__ = ["MAX_T", "CheckpointError", "check_loaded", "stored_config"]
 
 #: the largest number of time steps a stored config may ask for (the config's own range)
 MAX_T = 100_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupted, or does not match the model."""
 
 
 def _int(value: Any, low: int) -> bool:
@@ -32,8 +37,6 @@ def _int(value: Any, low: int) -> bool:
 
 
 def check_loaded(data: Dict[str, Any], path: Path, resume: bool = False) -> None:
-    from .checkpoint import CheckpointError
-
     if not isinstance(data["config"], Mapping):
         raise CheckpointError(f"checkpoint {path}: the stored config is a "
                               f"{type(data['config']).__name__}, not a mapping of config keys")
