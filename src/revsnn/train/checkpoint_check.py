@@ -72,7 +72,6 @@ def check_loaded(data: Dict[str, Any], path: Path, resume: bool = False) -> None
 
 def stored_config(ck: Dict[str, Any], replace: Dict[str, Any]) -> Any:
     """The checked config stored in checkpoint ``ck`` with the keys of ``replace`` set."""
-    from .checkpoint import CheckpointError
     from .config import TrainConfig, apply_overrides, validate_config
     from .finite import check_hyperparameters
 
