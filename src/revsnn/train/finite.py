@@ -233,8 +233,9 @@ def checked_step(run: Any, loss: torch.Tensor, data_ok: torch.Tensor, batch: Any
                  lr: float) -> Tuple[bool, bool]:
     """The optimiser step of a training run after its backward pass (and clipping), checked.
 
-    One reduction over the processes of [loss, a gradient or a buffer not finite, Ctrl-C
-    requested (``run.stop``), the batch not finite (``data_ok`` from :func:`batch_finite`)]:
+    One copy to the host and one reduction over the processes of [loss, a gradient or a buffer
+    not finite, the batch not finite (``data_ok`` from :func:`batch_finite`), Ctrl-C requested
+    (``run.stop``)]:
     a non-finite batch is refused (:class:`NonFiniteData`); a non-finite step is skipped
     (``run.guard``'s budget; the optimiser is not stepped) or stops the run
     (:class:`TrainingDiverged`); else the optimiser (or loss scaler) steps and the parameters
@@ -244,12 +245,13 @@ def checked_step(run: Any, loss: torch.Tensor, data_ok: torch.Tensor, batch: Any
 
     cfg, env, guard = run.cfg, run.env, run.guard
     requested = run.stop is not None and run.stop.requested
-    flags = torch.stack([1.0 - guard.grads_ok(loss, run.scaler is None).cpu(),
-                         torch.tensor(1.0 if requested else 0.0), 1.0 - data_ok.cpu()])
+    ok = guard.grads_ok(loss, run.scaler is None)
+    on_device = torch.stack([1.0 - ok, 1.0 - data_ok.to(ok.device)]).cpu()  # one copy
+    flags = torch.cat([on_device, torch.tensor([1.0 if requested else 0.0])])
     all_reduce_sum(flags, env)
-    if float(flags[2]) > 0:
+    if float(flags[1]) > 0:
         refuse_batch(batch.x, getattr(batch, "index", None), run.data.train)
-    stop = float(flags[1]) > 0
+    stop = float(flags[2]) > 0
     at = (f"epoch {epoch + 1}, step {batch.step + 1} (global step {run.global_step + 1}, "
           f"lr {lr:.3g})")
     if float(flags[0]) > 0:
