@@ -4,17 +4,18 @@ Every optimiser step of :mod:`revsnn.train.loop` passes three checks, each one f
 (two host synchronisations per step, all-reduced over the processes, so every rank stops
 together):
 
-1. the batch: ``max_i |x_i|`` of a floating-point input is finite, else the batch is refused with
+1. the batch: the norm of a floating-point input is finite, else the batch is refused with
    the index (and file, where the data set has one) of its first non-finite sample
    (:func:`check_batch`, a :class:`NonFiniteData` error: bad input, not divergence); reduced
    together with the next check;
-2. before the step: the loss, ``max_p ||g_p||_inf`` over all gradients and the buffers the
-   forward pass updated (BatchNorm's running statistics) are finite
-   (:meth:`StepGuard.grads_ok`); the infinity norm never overflows, unlike the 2-norm
-   (``||g||_2`` of finite float32 values above ~1e19 is inf), so a finite gradient is never
-   taken for a divergence;
-3. after the step: ``max ||w||_inf`` over parameters and floating-point buffers (BatchNorm's
-   running statistics) is finite (:meth:`StepGuard.state_ok`).
+2. before the step: the loss and the norm over all gradients and the buffers the forward pass
+   updated (BatchNorm's running statistics) are finite (:meth:`StepGuard.grads_ok`);
+3. after the step: the norm over parameters and floating-point buffers is finite
+   (:meth:`StepGuard.state_ok`).
+
+The norm is the 2-norm of the per-tensor 2-norms accumulated in float64, which cannot overflow
+for finite float32/16 values (float32's 2-norm overflows above ~1e19), so a finite state is
+never taken for a divergence (float64 tensors use the infinity norm).
 
 On a failed check the first non-finite tensor is found by a per-tensor scan (only then) and
 named with the step in one line (:class:`TrainingDiverged`); the run writes ``status:
@@ -54,20 +55,30 @@ class NonFiniteData(ValueError):
     """A training batch holds NaN or inf (bad input: names the sample and its file)."""
 
 
-def _max_abs(tensors: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
-    """``max_t ||t||_inf`` (NaN when any element is NaN) as one 0-dim tensor, or None."""
+def _norm(tensors: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """One 0-dim norm over all floating-point ``tensors`` that is finite exactly when every
+    element is (None when there are none).
+
+    ``sqrt(sum_t ||t||_2^2)`` accumulated in float64 (``_foreach_norm``: one fused kernel per
+    device and dtype): a float32/16 value is below 3.4e38, so a sum of squares of finite values
+    stays below 1.2e77 * numel and never overflows float64, while any NaN or inf propagates.
+    float64 tensors (which could overflow) use the infinity norm ``max |x|`` instead."""
     ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
     if not ts:
         return None
-    norms = torch._foreach_norm(ts, float("inf"))  # one fused kernel per device and dtype
-    return torch.linalg.vector_norm(torch.stack([n.float().cpu() if n.device != ts[0].device
-                                                 else n.float() for n in norms]), float("inf"))
+    wide = [t for t in ts if t.dtype == torch.float64]
+    narrow = [t for t in ts if t.dtype != torch.float64]
+    norms = list(torch._foreach_norm(narrow, 2, dtype=torch.float64)) if narrow else []
+    norms += list(torch._foreach_norm(wide, float("inf"))) if wide else []
+    dev = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(dev, torch.float64) for n in norms]),
+                                    float("inf"))
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """1.0 when every element of every floating-point tensor is finite, else 0.0 (0-dim,
     on the tensors' device; no host synchronisation)."""
-    m = _max_abs(tensors)
+    m = _norm(tensors)
     if m is None:
         return torch.ones(())
     return torch.isfinite(m).float()
