@@ -203,7 +203,7 @@ def test_stateless_spike_without_graph_equals_with_graph():
 
 def test_reversible_step_holds_only_the_current_and_shared_weights(monkeypatch):
     import revsnn
-    from revsnn.train.loss import column_loss
+    from revsnn.models.objective import column_loss
 
     m = revsnn.create_model("trevsnn_test", num_classes=10, T=3, memory_mode="reversible")
     total = len({id(mod) for mod in transformed_modules(m.columns.levels)})

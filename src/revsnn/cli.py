@@ -63,7 +63,7 @@ def _dispatch(argv: List[str]) -> int:
 
         return int(bench_main(rest) or 0)
     if cmd == "plan":
-        from .plan.cli import main as plan_main
+        from .train.plan_cli import main as plan_main
 
         return int(plan_main(rest) or 0)
     if cmd == "models":

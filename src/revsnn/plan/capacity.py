@@ -45,7 +45,7 @@ def device_memory_bytes(device: torch.device) -> Optional[int]:
 
 def cap_budget(budget: int, device: torch.device) -> Tuple[int, Optional[str]]:
     """``(min(budget, device memory), a note when it was lowered)``."""
-    from .parts import format_bytes
+    from ..units import format_bytes
 
     have = device_memory_bytes(device)
     if have is None or budget <= have:
