@@ -263,6 +263,11 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
             s.check()
         return flat, (perm[0], perm[1])
 
+    def schedule(self) -> Tuple[List[Stage], Tuple[int, int]]:
+        """The stages this sequence runs on the registers ``(r0, r1) = (x1, x2)`` of its input
+        halves, and which register holds ``(y1, y2)`` at the end (what an exporter writes)."""
+        return self._schedule()
+
     def _pair(self, flat: List[Stage]) -> List[Stage]:
         """Each pair of consecutive stages writing the same register (left to right) as one
         stage, evaluated by the next merged module when there are any."""
