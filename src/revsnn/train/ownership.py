@@ -145,13 +145,12 @@ def refuse_existing(path: Union[str, Path], force: bool = False, option: str = "
     earlier writes of ``path`` are removed. Returns ``path``; raises ``ValueError``."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{option} {path} is a directory; give a file name, e.g. "
-                         f"{path / 'model.pt'}")
+        raise ValueError(f"{option} {path} is a directory; give a file name")
     anc = path.parent
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if anc.exists() and not anc.is_dir():
-        raise ValueError(f"{option} {path} lies under {anc}, which is a file, not a folder")
+        raise ValueError(f"cannot write {option} {path}: {anc} is a file, not a folder")
     if path.exists() and not force:
         raise ValueError(f"{option} {path} already exists; pass --force to replace it")
     if path.parent.is_dir():
