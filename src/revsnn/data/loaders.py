@@ -148,6 +148,7 @@ class Batch:
     part: slice  # this rank's share of the global batch
     total: int  # global batch size
     step: int  # index of the batch in the epoch
+    index: Optional[torch.Tensor] = None  # [B_local] data set index of each row (CPU)
 
 
 class Loader:
@@ -240,9 +241,11 @@ class Loader:
         plan = plan[start:]
         if self.in_memory:
             for step, (idx, part, total) in zip(steps, plan):
+                plan_idx = idx
                 idx = idx.to(self._x.device)
                 yield Batch(self._x[idx].to(self.device, non_blocking=True),
-                            self._y[idx].to(self.device, non_blocking=True), part, total, step)
+                            self._y[idx].to(self.device, non_blocking=True), part, total, step,
+                            plan_idx)
             return
         from .static import stack_items
 
@@ -262,7 +265,7 @@ class Loader:
                 raise DataError(worker_message(err)) from None
             self._check_labels(y, idx)
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
-                        part, total, step)
+                        part, total, step, idx)
 
 
 def worker_message(err: BaseException) -> str:

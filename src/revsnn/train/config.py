@@ -102,6 +102,9 @@ class TrainConfig:
     # checkpoint.pt is written at the end of every epoch and, with save_every = N > 0, also
     # every N optimiser steps inside an epoch (a resumed run continues from that step)
     save_every: int = 0
+    # optimiser steps whose loss or gradients are NaN/inf that may be skipped (optimiser state
+    # untouched, buffers restored); 0 = stop at the first one (see revsnn.train.finite)
+    skip_nonfinite: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -80,7 +80,7 @@ def summary(run: Any, status: str, total_time: float) -> Dict[str, Any]:
         "process_cpu_time_s": time.process_time(),
         "compile_time_s": compile_seconds(getattr(run, "compile_clock", None))
         if cfg.compile else None,
-        "run_dir": str(run.out),
+        "run_dir": str(run.out), "skipped_nonfinite_steps": run.guard.skipped,
     }
     if cfg.memory_budget and callable(getattr(run.model, "memory_plan", None)):
         s["memory_plan"] = run.model.memory_plan()
