@@ -49,7 +49,7 @@ _FLAGS = {
     "batch_size": "batch_size", "lr": "lr", "memory_mode": "memory_mode", "out": "out",
     "device": "device", "seed": "seed", "resume": "resume", "tensorboard": "tensorboard",
     "amp": "amp", "threads": "threads", "save_every": "save_every",
-    "memory_budget": "memory_budget", "max_batch": "max_batch",
+    "memory_budget": "memory_budget", "max_batch": "max_batch", "parallel": "parallel",
 }
 
 
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. --set mixup=0.5 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/<data>_<model>_<time>)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--parallel", choices=["ddp", "fsdp"],
+                   help="with several processes (torchrun): ddp replicates the model (default), "
+                   "fsdp shards parameters, gradients and optimiser state (FSDP2, distributed "
+                   "checkpoints); one process ignores it")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--resume", metavar="PATH",

@@ -89,6 +89,13 @@ class TrainConfig:
     num_workers: int = 0
     data_on_device: bool = True
     sync_bn: bool = False
+    # several processes (torchrun): "ddp" replicates the model, "fsdp" shards parameters,
+    # gradients and optimiser state (FSDP2; checkpoints with DCP); one process ignores it.
+    # fsdp_param_dtype (CUDA): gather and compute in bfloat16/float16, reduce in
+    # fsdp_reduce_dtype
+    parallel: str = "ddp"
+    fsdp_param_dtype: Optional[str] = None
+    fsdp_reduce_dtype: str = "float32"
     out: Optional[str] = None  # run folder; default runs/<data>_<model>_<time>
     resume: Optional[str] = None
     tensorboard: bool = False
@@ -295,6 +302,9 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     elif cfg.max_batch:
         raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
     parse_device(cfg.device)
+    from .sharding import check_parallel
+
+    check_parallel(cfg.parallel, 1, cfg.batch_size, cfg.fsdp_param_dtype, cfg.fsdp_reduce_dtype)
     for key in ("T", "epochs", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")

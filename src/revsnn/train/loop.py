@@ -53,6 +53,7 @@ from .optim import (
 )
 from .progress import make_progress
 from .run_folder import METRIC_FIELDS, RunFolder
+from .sharding import ShardedEMA, shard_for_run, sync_buffers
 
 __all__ = ["METRIC_FIELDS", "TrainingDiverged", "TrainingInterrupted", "evaluate", "run",
            "run_training"]
@@ -140,9 +141,11 @@ class _Run:
         if cfg.max_steps:
             self.steps = min(self.steps, int(cfg.max_steps))
         self.module = TrainForward(self.model)
+        self.sharded = shard_for_run(self.model, cfg, env)  # --parallel fsdp (sharding.py)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
-        self.ema = build_ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = (None if cfg.ema_decay <= 0 else ShardedEMA(self.model, cfg.ema_decay)
+                    if self.sharded else build_ema(self.model, cfg.ema_decay))
         self.amp_ctx, self.scaler = _amp(cfg, self.device)
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.epoch_state: Optional[Dict[str, Any]] = None
@@ -163,7 +166,10 @@ class _Run:
             self.folder.check(resume=ck is not None)
         if ck is not None:
             self._resume(ck)
-        if cfg.measure_memory and env.main:
+        if self.sharded:
+            self.memory["method"] = "not measured under --parallel fsdp (revsnn plan " \
+                                    "--world-size N predicts the per-process peak)"
+        elif cfg.measure_memory and env.main:
             stored = ck.get("memory") if ck else None
             if memory_matches(stored, cfg, self.device):
                 self.memory = dict(stored)
@@ -171,7 +177,7 @@ class _Run:
                 self.memory = measure_run_memory(
                     self.module, self.model, self.data, cfg, self.device,
                     lambda b: _inputs(self.data, b, None, train=False))
-        self.ddp = wrap_model(self.module, env, cfg.sync_bn)
+        self.ddp = self.module if self.sharded else wrap_model(self.module, env, cfg.sync_bn)
         self.tb = None
 
     @property
@@ -180,28 +186,34 @@ class _Run:
 
     # ------------------------------------------------------------------ state
     def _resume(self, ck: Dict[str, Any]) -> None:
-        load_model_state(self.model, ck["model"], ck["path"])
+        if not (ck.get("sharded") or self.sharded):
+            load_model_state(self.model, ck["model"], ck["path"])
         # the schedule of this config replayed to the checkpoint's step (the same rates as the
         # uninterrupted run; a changed --epochs gives the new schedule from here on)
         self.scheduler = scheduler_at(self.optimizer, self.cfg, self.steps,
                                       int(ck["global_step"]))
         rates = [g["lr"] for g in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(ck["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise ValueError(
-                f"checkpoint {ck['path']}: optimizer state does not match ({err})"
-            ) from err
+        if ck.get("sharded") or self.sharded:  # DCP shards, or one file into shards
+            from .dcp import resume_tensors
+
+            resume_tensors(ck, self.model, self.optimizer, self.ema, self.sharded)
+        else:
+            try:
+                self.optimizer.load_state_dict(ck["optimizer"])
+            except (ValueError, KeyError) as err:
+                raise ValueError(
+                    f"checkpoint {ck['path']}: optimizer state does not match ({err})"
+                ) from err
         for g, lr in zip(self.optimizer.param_groups, rates):
             g["lr"] = lr
-        if self.ema is not None:
+        if self.ema is not None and not (ck.get("sharded") or self.sharded):
             if ck.get("ema") is None:
                 raise ValueError(f"checkpoint {ck['path']} has no EMA state but ema_decay > 0")
             load_model_state(self.ema.module, ck["ema"], ck["path"])
         if self.scaler is not None and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng", {})
-        if "torch" in rng:
+        if "torch" in rng and not ck.get("sharded"):
             torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
@@ -223,8 +235,10 @@ class _Run:
         return {
             "config": self.cfg.to_dict(), "epoch": epoch, "global_step": self.global_step,
             "step_in_epoch": step_in_epoch, "epoch_state": epoch_state,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "model": None if self.sharded else self.model.state_dict(),
+            "optimizer": None if self.sharded else self.optimizer.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None and not self.sharded
+            else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "epoch_times": self.epoch_times, "memory": self.memory, "params": self.params,
@@ -232,6 +246,16 @@ class _Run:
         }
 
     def save(self, payload: Dict[str, Any], best: bool = False) -> None:
+        if self.sharded:  # every process writes its shards (dcp.py)
+            from .dcp import save_sharded
+
+            if self.cfg.resume and not self.saved_any and self.env.main:
+                self.folder.write_config(self.cfg)
+            for name in ("checkpoint", "best") if best else ("checkpoint",):
+                save_sharded(self.out, name, payload, self.model, self.optimizer, self.ema,
+                             self.cfg.parallel)
+            self.saved_any = True
+            return
         if not self.env.main:
             return
         if self.cfg.resume and not self.saved_any:
@@ -298,7 +322,11 @@ class _Run:
             else:
                 self.optimizer.step()
             self.scheduler.step()
-            if self.ema is not None:
+            if self.sharded:
+                sync_buffers(self.model)  # BatchNorm running statistics: the ranks' mean
+            if isinstance(self.ema, ShardedEMA):
+                self.ema.update()
+            elif self.ema is not None:
                 ema_update(self.ema, self.model)
             self.global_step += 1
             step = batch.step + 1
@@ -323,7 +351,14 @@ class _Run:
     def evaluate(self) -> Dict[str, Optional[float]]:
         if self.test_loader is None:
             return {"test_loss": None, "test_acc": None}
-        model = self.ema.module if (self.ema is not None and self.cfg.eval_ema) else self.model
+        use_ema = self.ema is not None and self.cfg.eval_ema
+        if use_ema and self.sharded:  # the averages swapped into the sharded model
+            self.ema.swap()
+            try:
+                return evaluate(self.model, self.test_loader, self.data, self.env, self.amp_ctx)
+            finally:
+                self.ema.swap()
+        model = self.ema.module if use_ema else self.model
         single = self.env.world == 1 and self.stop is not None
         return evaluate(model, self.test_loader, self.data, self.env, self.amp_ctx,
                         stop=(lambda: self.stop.requested) if single else None)
@@ -378,6 +413,7 @@ class _Run:
             "epochs_done": len(self.epoch_times), "global_step": self.global_step,
             "steps_per_epoch": self.steps, "device": str(self.device),
             "threads": torch.get_num_threads(), "world_size": self.env.world,
+            "parallel": "fsdp" if self.sharded else "ddp" if self.env.world > 1 else None,
             "rank": self.env.rank, "torch": str(torch.__version__), "params": self.params,
             "best_test_acc": self.best_acc if self.best_acc >= 0 else None,
             "best_epoch": self.best_epoch if self.best_epoch >= 0 else None,
@@ -472,9 +508,12 @@ class _Run:
                "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                "test_loss": te["test_loss"], "test_acc": acc, "epoch_time_s": t_train,
                "images_per_s": tr["images"] / max(t_train, 1e-9)}
+        if self.sharded:  # every process writes its shards
+            self.save(self.payload(epoch + 1), best=self.best_epoch == epoch + 1)
         if not self.env.main:
             return
-        self.save(self.payload(epoch + 1), best=self.best_epoch == epoch + 1)
+        if not self.sharded:
+            self.save(self.payload(epoch + 1), best=self.best_epoch == epoch + 1)
         self.folder.add_metrics(row)
         if self.tb is not None:
             for k in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"):
@@ -551,7 +590,11 @@ def _train(cfg: TrainConfig, make_data: Callable[[], DataBundle],
     if cfg.resume:
         ck = load_checkpoint(cfg.resume)
         if int(ck["epoch"]) >= cfg.epochs:
-            if model is not None:
+            if model is not None and ck.get("sharded"):
+                from .dcp import load_sharded
+
+                load_sharded(ck, model, None, None)
+            elif model is not None:
                 load_model_state(model, ck["model"], ck["path"])
             return already_complete(cfg, ck, DistEnv(rank=int(os.environ.get("RANK", 0))),
                                     log), model
