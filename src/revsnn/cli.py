@@ -13,6 +13,7 @@ commands:
   eval     evaluate a saved checkpoint: revsnn eval --checkpoint PATH
   convert  published code's checkpoint -> revsnn checkpoint:
            revsnn convert --published CKPT --model NAME OUT.pt
+           shards of a --parallel fsdp run -> one file: revsnn convert --consolidate RUN
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
   plan     per-part memory modes that fit a memory budget at the least step time:
            revsnn plan --model NAME --batch B --budget 8GiB [--json]

@@ -246,8 +246,17 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     data = build_data(cfg)
     model = build_model(cfg, data.info).to(dev)
-    ema = use_ema and ck.get("ema") is not None and cfg.eval_ema
-    load_model_state(model, ck["ema"] if ema else ck["model"], ck["path"])
+    if ck.get("sharded"):  # the shards of a --parallel fsdp run, gathered in this process
+        from .dcp import EMAView, check_sharded_matches, load_sharded
+
+        check_sharded_matches(ck, model, None)
+        ema = use_ema and cfg.ema_decay > 0 and cfg.eval_ema
+        load_sharded(ck, model, None, None)
+        if ema:
+            load_sharded(ck, model, None, EMAView(model))
+    else:
+        ema = use_ema and ck.get("ema") is not None and cfg.eval_ema
+        load_model_state(model, ck["ema"] if ema else ck["model"], ck["path"])
     loader = Loader(data.test, batch_size or cfg.batch_size, False, device=dev)
     with torch.no_grad():
         res = evaluate(model, loader, data, DistEnv(device=dev))

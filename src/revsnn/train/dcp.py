@@ -157,9 +157,12 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer,
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
     groups = []
-    for g in state["param_groups"]:
-        groups.append({**g, "params": [order[i] for i in g["params"]]})
-    return {"state": {order[i]: v for i, v in state["state"].items()}, "param_groups": groups}
+    for g, own in zip(state["param_groups"], optimizer.param_groups):
+        # the keys this optimiser has (a scheduler adds initial_lr; the run sets the rates)
+        groups.append({**{k: v for k, v in g.items() if k in own},
+                       "params": [order[i] for i in g["params"]]})
+    return {"state": {order[i]: dict(v) for i, v in state["state"].items()},
+            "param_groups": groups}
 
 
 def consolidate(run: str, out: Optional[str] = None) -> Dict[str, Any]:
@@ -229,7 +232,7 @@ def load_single_into_sharded(ck: Dict[str, Any], model: nn.Module,
             tuple(own[k].shape) != tuple(v.shape) for k, v in ck["model"].items()):
         raise CheckpointError(f"checkpoint {ck['path']} does not match the model "
                               f"{type(model).__name__} (names or shapes differ)")
-    set_model_state_dict(model, ck["model"], options=full)
+    set_model_state_dict(model, dict(ck["model"]), options=full)  # (it fills the dict given)
     if ck.get("optimizer") is not None:
         try:
             state = full_optimizer_state(model, optimizer, ck["optimizer"])
