@@ -102,6 +102,7 @@ def worker(rank: int, world: int, rendezvous: str, out: str) -> None:
             except Exception as err:  # noqa: BLE001 - reported by the test, per case
                 results[f"{name}/{mode}"] = f"{type(err).__name__}: {err}"
         results["trace"] = trace("revs_resnet_test", "reversible")
+        results["plan"] = measure_sharded()
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -158,3 +159,33 @@ def trace(name: str, mode: str) -> Dict[str, object]:
                                             * fp.sharded_param.element_size()
                                             for fp in g.fsdp_params) for g in groups}
     return {"events": events, "full_bytes": full, "unit_bytes": units}
+
+
+PLAN_MODEL, PLAN_KW, PLAN_BATCH = "revs_resnet_test", {"widths": [32, 64]}, 8
+
+
+def plan_inputs():
+    g = torch.Generator().manual_seed(2)
+    return torch.rand(PLAN_BATCH, 3, 16, 16, generator=g)
+
+
+def plan_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return model_info(PLAN_MODEL).build(memory_mode="reversible", **PLAN_KW)
+
+
+def adamw(params):
+    return torch.optim.AdamW(params)
+
+
+def measure_sharded() -> Dict[str, float]:
+    """This process's measured peak of one sharded training step at the per-process batch
+    (the live-tensor tracker, watching the gathered parameters' storage)."""
+    from revsnn.plan.measure import measure_plan
+    from revsnn.plan.sharded import gathered_storage
+
+    model = plan_model()
+    shard_model(model, torch.device("cpu"))
+    r = measure_plan(model, model.memory_plan(), plan_inputs(), forward=TrainForward(model),
+                     optimizer=adamw, rounds=1, watch=lambda: gathered_storage(model))
+    return {"peak_bytes": r["peak_bytes"], "fixed_bytes": r["fixed_bytes"]}

@@ -62,3 +62,41 @@ def test_reversible_units_gather_alone_and_reduce_per_stage(group_results):
     for (i, u), (j, v) in zip(post, pre[1:]):
         assert i < j, f"{u} reduced after {v} began its backward"
     assert all(b == 0 for k, _, b in events if k == "post_backward")  # freed after reducing
+
+
+def test_plan_per_process_predicts_the_measured_sharded_peak(group_results):
+    from revsnn.plan import profile
+    from revsnn.plan.cost import predict
+    from revsnn.plan.measure import measure_plan
+    from revsnn.plan.sharded import shard_profile
+
+    model, x = H.plan_model(), H.plan_inputs()
+    fwd = H.TrainForward(model)
+    prof = profile(model, x, forward=fwd, optimizer=H.adamw, rounds=1,
+                   batches=[H.PLAN_BATCH // 2, H.PLAN_BATCH])
+    one = measure_plan(model, model.memory_plan(), x, forward=fwd, optimizer=H.adamw, rounds=1)
+    two = predict(shard_profile(prof, model, 2), model.memory_plan(), H.PLAN_BATCH)
+    measured = group_results["plan"]["peak_bytes"]
+    assert abs(two.peak_bytes / measured - 1) <= 0.10, (two.peak_bytes, measured)
+    # sharding really lowered the per-process peak, by the state's half less a gathered unit
+    assert measured < 0.95 * one["peak_bytes"]
+    assert group_results["plan"]["fixed_bytes"] < 0.55 * one["fixed_bytes"]
+
+
+def test_plan_command_world_size(capsys):
+    import json
+
+    from revsnn.plan.cli import main as plan_main
+
+    args = ["--model", "revs_resnet_test", "--batch", "4", "--budget", "1GiB", "--json",
+            "--rounds", "1", "--no-measure"]
+    fixed = {}
+    for n in (1, 2):
+        assert plan_main(args + ["--world-size", str(n)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["world_size"] == n
+        fixed[n] = out["fixed_bytes"]
+    assert fixed[2] < fixed[1]
+    assert plan_main(args + ["--world-size", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--world-size" in err

@@ -71,6 +71,8 @@ def tensor_bytes(tensors: Iterable[Optional[torch.Tensor]]) -> int:
     for t in tensors:
         if t is None or not isinstance(t, torch.Tensor):
             continue
+        if callable(getattr(t, "to_local", None)):  # a DTensor: this process's shard
+            t = t.to_local()
         s = t.untyped_storage()
         if s.data_ptr() == 0:
             continue
@@ -99,7 +101,8 @@ class AllocationTracker(TorchDispatchMode):
         device: count storages on this device type only ("cpu" by default); ``None`` counts all.
     """
 
-    def __init__(self, device: Union[str, torch.device, None] = "cpu") -> None:
+    def __init__(self, device: Union[str, torch.device, None] = "cpu",
+                 watch: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
         self.device_type: Optional[str] = None if device is None else torch.device(device).type
         self._lock = threading.Lock()
@@ -107,6 +110,11 @@ class AllocationTracker(TorchDispatchMode):
         self.current = 0
         self.peak = 0
         self.allocations = 0
+        # storages that existed before entering but are resized outside the dispatcher (FSDP's
+        # gathered parameters: storage.resize_): their growth from now on is counted, polled
+        # after every op
+        self._watched = {id(s): (s, s.nbytes()) for s in
+                         (t.untyped_storage() for t in watch)}
 
     # -- bookkeeping -----------------------------------------------------------------------
     def reset_peak(self) -> None:
@@ -157,7 +165,18 @@ class AllocationTracker(TorchDispatchMode):
         for t in flat_out:
             if isinstance(t, torch.Tensor):
                 self._track(t, inputs)
+        if self._watched:
+            self._poll()
         return out
+
+    def _poll(self) -> None:
+        with self._lock:
+            for key, (s, before) in self._watched.items():
+                now = s.nbytes()
+                if now != before:
+                    self.current += now - before
+                    self._watched[key] = (s, now)
+            self.peak = max(self.peak, self.current)
 
     @property
     def current_mib(self) -> float:

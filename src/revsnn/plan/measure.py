@@ -13,7 +13,7 @@ buffers, gradients, modes and the RNG are restored afterwards.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -46,9 +46,12 @@ def measure_plans(
     rounds: int = 5,
     warmup: int = 1,
     memory: bool = True,
+    watch: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
 ) -> Dict[str, Dict[str, Any]]:
     """Measure several plans (``{label: modes}``) on one batch; returns per label
-    ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``."""
+    ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``.
+    ``watch()``: tensors whose storage is resized outside the dispatcher during the step
+    (a sharded model's gathered parameters, :func:`revsnn.plan.sharded.gathered_storage`)."""
     dev = _device(model)
     x = example_input.to(dev)
     B = batch_of(x)
@@ -71,7 +74,7 @@ def measure_plans(
             for _ in range(warmup):
                 step(Meter(None))
             if memory:
-                events = step(Meter(dev))
+                events = step(Meter(dev, watch() if watch is not None else ()))
                 fixed = _fixed_bytes(dev, events, model, params, opt, x, y)
                 c0 = events[0][2]
                 peak = max(p for _, _, _, p, _ in events)

@@ -43,13 +43,15 @@ class Meter:
     step's start reads 0). CUDA: ``memory_allocated`` (absolute). ``Meter(None)``: no memory
     (timing runs)."""
 
-    def __init__(self, device: Optional[torch.device]) -> None:
+    def __init__(self, device: Optional[torch.device], watch: Sequence[torch.Tensor] = ()
+                 ) -> None:
         self.device = device
+        self.watch = watch  # tensors resized outside the dispatcher (AllocationTracker)
         self._tracker: Optional[AllocationTracker] = None
 
     def __enter__(self) -> Meter:
         if self.device is not None and self.device.type == "cpu":
-            self._tracker = AllocationTracker(self.device)
+            self._tracker = AllocationTracker(self.device, self.watch)
             self._tracker.__enter__()
         elif self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

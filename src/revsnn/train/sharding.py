@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..plan.sharded import shard_units
+
 __all__ = [
     "PARALLEL_MODES", "ShardedEMA", "check_parallel", "is_sharded", "shard_for_run",
     "shard_model", "shard_units", "sync_buffers",
@@ -53,54 +55,6 @@ def check_parallel(parallel: str, world: int, batch_size: int,
     for key, value in (("fsdp_param_dtype", param_dtype), ("fsdp_reduce_dtype", reduce_dtype)):
         if value is not None and value not in _DTYPES:
             raise ValueError(f"{key} {value!r}: expected one of {', '.join(_DTYPES)}")
-
-
-def shard_units(model: nn.Module) -> Dict[str, nn.Module]:
-    """The modules that become FSDP units, by name: the parts, then the classifier head.
-
-    A model may name its own units with a ``shard_units()`` method; otherwise they are
-    ``model.parts()`` (the registry's per-family parts) plus the module in ``head_name``."""
-    own = getattr(model, "shard_units", None)
-    if callable(own):
-        return dict(own())
-    from ..reversible.mode import parts_of
-
-    fn = getattr(model, "parts", None)
-    units = dict(fn()) if callable(fn) else parts_of(model)
-    head_name = getattr(model, "head_name", None)
-    head = getattr(model, head_name, None) if head_name else None
-    if isinstance(head, nn.Module) and type(head).forward is not nn.Module.forward and \
-            all(head is not u for u in units.values()):
-        units[head_name] = head
-    return _without_shared(model, units)
-
-
-def _without_shared(model: nn.Module, units: Dict[str, nn.Module]) -> Dict[str, nn.Module]:
-    """Drop the units without parameters and those holding a parameter that is also registered
-    outside them (a weight shared between parts): such parameters stay with the root unit."""
-    units = {k: u for k, u in units.items() if any(True for _ in u.parameters())}
-    while True:
-        inside = {k: {id(p) for p in u.parameters()} for k, u in units.items()}
-        count: Dict[int, int] = {}
-        for ids in inside.values():
-            for i in ids:
-                count[i] = count.get(i, 0) + 1
-        outside = set()
-        stack, seen = [model], set()
-        unit_ids = {id(u) for u in units.values()}
-        while stack:  # every path from the root that does not enter a unit
-            m = stack.pop()
-            if id(m) in seen:
-                continue
-            seen.add(id(m))
-            outside.update(id(p) for p in m.parameters(recurse=False))
-            stack.extend(c for c in m.children() if id(c) not in unit_ids)
-        bad = [k for k, ids in inside.items()
-               if any(count[i] > 1 or i in outside for i in ids)]
-        if not bad:
-            return units
-        for k in bad:
-            units.pop(k)
 
 
 def _policy(param_dtype: Optional[str], reduce_dtype: str, device: torch.device):
