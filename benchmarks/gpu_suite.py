@@ -13,6 +13,9 @@ Sections (``--only`` picks some), each the same benchmark command as on a CPU wi
 - ``plan``: ``benchmarks/plan_budgets.py``: the planner's predicted vs measured peak and step
   at 25 / 50 / 75 % budgets on the four models, beside SpikingJelly's MS-ResNet34 plain, memopt
   level 1 and level 4 (level 4's search needs CUDA);
+- ``fsdp``: ``benchmarks/bench_fsdp.py``: per-process peak (batch-independent part, MiB per
+  image) and step time of FSDP2 sharding over all local GPUs (NCCL, one process per GPU)
+  against one GPU, RevSResNet37 and a 0.33B-parameter RevSResNet in reversible mode;
 - ``checks``: equality checks -- a channels_last copy against the contiguous model, and under
   bf16 autocast each memory mode against ``none`` (relative differences of the logits and of
   every parameter gradient, and whether they are within tolerance).
@@ -36,6 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_fsdp  # noqa: E402
 import bench_pararevsnn  # noqa: E402
 import bench_revsnn  # noqa: E402
 import bench_trevsnn  # noqa: E402
@@ -68,6 +72,9 @@ SECTIONS = {
               "spikingjelly:ms_resnet34", "spikingjelly:ms_resnet34+memopt4", "--batch", "4",
               "--image", "8", "--T", "2", "--rounds", "1", "--repeats", "2",
               "--figure-model", "ms_resnet_test"]),
+    "fsdp": (bench_fsdp.main, ["--batches", "16", "32", "--image", "32", "--T", "4"],
+             ["--models", "revs_resnet_test", "--batches", "1", "2", "--image", "8", "--T", "1",
+              "--steps", "1"]),
 }
 #: sections whose script takes a folder (``--out``), not a results file
 FOLDER_OUT = {"plan"}

@@ -376,7 +376,8 @@ class _Run:
             f"revsnn train: {cfg.model} ({self.params:,} params) on {cfg.data} "
             f"({len(self.data.train)} train / {n_test} test), run folder {self.out}",
             f"  device {self.device}, {threads}, {env.world} process"
-            f"{'es' if env.world > 1 else ''} | memory_mode {self.mode_name}{budget}, T={cfg.T}, "
+            f"{'es' if env.world > 1 else ''}{' (fsdp: sharded)' if self.sharded else ''}"
+            f" | memory_mode {self.mode_name}{budget}, T={cfg.T}, "
             f"batch {cfg.batch_size} | {cfg.epochs} epochs x {self.steps} steps = {total:,} "
             "steps" + (f" ({left:,} left, resuming at epoch {self.start_epoch + 1} step "
                        f"{self.start_step + 1})" if cfg.resume else ""),
