@@ -12,6 +12,7 @@ buffers, gradients, modes and the RNG are restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -47,11 +48,14 @@ def measure_plans(
     warmup: int = 1,
     memory: bool = True,
     watch: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+    restore: bool = True,
 ) -> Dict[str, Dict[str, Any]]:
     """Measure several plans (``{label: modes}``) on one batch; returns per label
     ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``.
     ``watch()``: tensors whose storage is resized outside the dispatcher during the step
-    (a sharded model's gathered parameters, :func:`revsnn.plan.sharded.gathered_storage`)."""
+    (a sharded model's gathered parameters, :func:`revsnn.plan.sharded.gathered_storage`).
+    ``restore=False`` leaves the model trained by the measured steps (no copy of its
+    parameters, gradients and optimiser state is kept: for models near the memory's limit)."""
     dev = _device(model)
     x = example_input.to(dev)
     B = batch_of(x)
@@ -61,7 +65,7 @@ def measure_plans(
     timeline = Timeline({})
     clock = Clock(dev)
     out: Dict[str, Dict[str, Any]] = {k: {"wall_times_s": [], "cpu_times_s": []} for k in plans}
-    with preserved(model, dev):
+    with preserved(model, dev) if restore else contextlib.nullcontext():
         opt = (optimizer or _default_optimizer)(params)
         y = label_source(model, forward, x, target, dev)(B)
 

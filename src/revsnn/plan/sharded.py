@@ -8,14 +8,14 @@ AdamW and LAMB 2, SGD with momentum 1), and while a unit runs its gathered param
 its backward, their full gradients before the reduce-scatter). From the one-process profile of
 the per-process batch (:func:`revsnn.plan.profile`), the per-process profile is::
 
-    fixed_N = fixed_1 - (2 + k) P (1 - 1/N) + U_max
+    fixed_N = fixed_1 - (2 + k) P (1 - 1/N) + 2 U_max
 
 with ``U_max`` the bytes of the largest unit other than the root plus the root's own (the root
-stays gathered through the step). The gathered unit's full gradients are not added: in the
-one-process profile a part's backward already returns its parameters' gradients as new tensors
-(its transient), which FSDP takes as the gathered gradients. Activations, transients and the
-optimiser step's peak are those of the per-process batch (the optimiser's transient is taken
-unsharded: an upper bound).
+stays gathered through the step): while a unit's backward runs, its gathered parameters and
+then its full gradients with FSDP's reduce-scatter buffer (the parameters are freed before the
+reduce-scatter) -- an upper bound, since the one-process profile's backward transient already
+holds a part's gradients briefly. Activations, transients and the optimiser step's peak are
+those of the per-process batch (the optimiser's transient is taken unsharded: an upper bound).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def shard_profile(profile: Profile, model: nn.Module, world: int,
     root = sizes.pop("<root>")
     gathered = max(sizes.values(), default=0) + root
     saved = (2 + state_factor) * P * (1 - 1 / world)
-    fixed = Lin(profile.fixed.a - saved + gathered, profile.fixed.s)
+    fixed = Lin(profile.fixed.a - saved + 2 * gathered, profile.fixed.s)
     meta = {**profile.meta, "world_size": world, "sharded_state_bytes": P * (2 + state_factor)
             / world, "gathered_unit_bytes": gathered}
     return dataclasses.replace(profile, fixed=fixed, meta=meta)
