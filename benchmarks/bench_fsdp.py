@@ -9,9 +9,10 @@ gradients held, the optimiser step): the peak of live tensors on each process (t
 also watching the gathered parameters' storage, which FSDP resizes outside the dispatcher; on
 CUDA ``max_memory_allocated``) and the median wall time of ``--steps`` steps. From the two
 batches: the batch-independent part and MiB per image (the slope), per process. Beside the
-measurement, the per-process peak that ``revsnn plan --world-size N`` predicts from the
-one-process figure at the same per-process batch (sharded state / N plus the largest gathered
-unit, :mod:`revsnn.plan.sharded`).
+measurement, an estimate from the one-process peak at the same per-process batch: minus the
+parameters, gradients and AdamW state that sharding removes (1 - 1/N of them), plus twice the
+largest gathered unit (its parameters, then its full gradients) -- the figure of
+:mod:`revsnn.plan.sharded` placed at the one-process peak, without profiling the model.
 
 The budget line: a per-process budget halfway between the one-process and the N-process
 measured peak of the first model at the largest batch -- the one-process step does not fit it,
@@ -58,9 +59,9 @@ def build(name: str, T: int) -> torch.nn.Module:
 
 def _measure(rank: int, world: int, rendezvous: str, name: str, args: Dict[str, Any],
              out: str) -> None:
+    from revsnn.models.objective import TrainForward
     from revsnn.plan.measure import measure_plan
     from revsnn.plan.sharded import gathered_storage, unit_bytes
-    from revsnn.train.build import TrainForward
     from revsnn.train.sharding import shard_model
 
     torch.set_num_threads(1)

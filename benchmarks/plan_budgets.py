@@ -48,9 +48,8 @@ from revsnn.bench.peers import list_peers, peer_unavailable_reason
 from revsnn.bench.report import environment
 from revsnn.bench.results import caption
 from revsnn.bench.setups import create
+from revsnn.models.objective import TrainForward, model_loss
 from revsnn.plan.cost import Profile, predict
-from revsnn.train.build import TrainForward
-from revsnn.train.loss import model_loss
 
 MODELS = ["revs_resnet37", "pararevsnn_resnet37", "ms_resnet34", "trevsnn_tiny"]
 #: SpikingJelly's MS-ResNet34 (the same 21,282,122 parameters), beside ms_resnet34's plans

@@ -7,9 +7,8 @@ from typing import Dict, List, Tuple
 import torch
 import torch.distributed as dist
 
+from revsnn.models.objective import TrainForward, model_loss
 from revsnn.models.registry import list_models, model_info
-from revsnn.train.build import TrainForward
-from revsnn.train.loss import model_loss
 from revsnn.train.sharding import shard_model, sync_buffers
 
 STEPS, BATCH, LR = 3, 4, 1e-2

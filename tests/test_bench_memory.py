@@ -7,13 +7,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from revsnn.bench.memory import (
-    MIB,
-    AllocationTracker,
-    measure_training_step,
-    saved_tensor_bytes,
-    tensor_bytes,
-)
+from revsnn.bench.memory import measure_training_step
+from revsnn.measure import MIB, AllocationTracker, saved_tensor_bytes, tensor_bytes
 
 
 def test_tracker_counts_a_known_allocation_pattern_exactly():

@@ -62,7 +62,7 @@ def test_in_modes_copies_the_same_weights_into_each_mode():
 
 
 def test_objective_is_the_training_loss_over_every_head():
-    from revsnn.train.loss import column_loss
+    from revsnn.models.objective import column_loss
 
     m = create("trevsnn_test", T=3)
     module, loss_fn = objective(m)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import revsnn.spiking.binary as binary
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
 from revsnn.spiking import IF, LIF
 from revsnn.spiking.binary import (
     LeanAvgPool2d,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
 from revsnn.reversible.columns import TemporalColumns
 from revsnn.spiking import stateless_spike
 

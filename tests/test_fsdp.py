@@ -86,7 +86,7 @@ def test_plan_per_process_predicts_the_measured_sharded_peak(group_results):
 def test_plan_command_world_size(capsys):
     import json
 
-    from revsnn.plan.cli import main as plan_main
+    from revsnn.train.plan_cli import main as plan_main
 
     args = ["--model", "revs_resnet_test", "--batch", "4", "--budget", "1GiB", "--json",
             "--rounds", "1", "--no-measure"]

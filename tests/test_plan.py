@@ -17,10 +17,12 @@ from contract_helpers import MODELS, assert_same, build, example, step
 from revsnn import MemoryMode, plan
 from revsnn.cli import main as revsnn_main
 from revsnn.models.base import SpikingModel
-from revsnn.models.blocks import ConvBranch, RecomputedPart, neuron_factory
+from revsnn.models.blocks import ConvBranch, neuron_factory
 from revsnn.plan.cost import Lin, Profile, bwd_key, fwd_key, predict
-from revsnn.plan.parts import GLUE, configurations, parse_bytes
+from revsnn.plan.parts import GLUE, configurations
 from revsnn.reversible import RevCoupling, ReversibleSequence
+from revsnn.reversible.part import RecomputedPart
+from revsnn.units import parse_bytes
 
 TOL = 1e-10
 

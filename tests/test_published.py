@@ -16,7 +16,7 @@ import published_layouts as pl
 import revsnn
 from revsnn.models.published import (
     PublishedCheckpointError,
-    plan_published,
+    match_published,
     published_num_classes,
     read_published,
 )
@@ -65,7 +65,7 @@ def test_name_rules_fit_published_layout(path):
     nothing of ours is left unfilled, and the parameter count is the published one."""
     layout, groups, header = pl.read_tsv(path)
     model = _meta_model(path.stem, layout)
-    plan = plan_published(model, {k: s for k, (s, _) in layout.items()})
+    plan = match_published(model, {k: s for k, (s, _) in layout.items()})
     used = [p for names in plan.sources.values() for p in names]
     assert sorted(used) == sorted(layout)  # each published name once
     assert set(plan.sources) == set(plan.alias.values())  # each tensor of ours filled
@@ -126,7 +126,7 @@ def test_values_land_where_the_rules_say(key):
     model = revsnn.load_published(name, state, dtype=torch.float64, **kwargs)
     assert not model.training and model.num_classes == 10
     own = model.state_dict()
-    plan = plan_published(model, {k: v.shape for k, v in state.items()})
+    plan = match_published(model, {k: v.shape for k, v in state.items()})
     inverse = {}
     for canon, names in plan.sources.items():
         for p in names:

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from reversible_helpers import branch, make_sequence, rel_err, run_mode
-from revsnn.models.blocks import RecomputedPart
 from revsnn.reversible import (
     ParaRevCoupling,
     RecomputeError,
@@ -19,6 +18,7 @@ from revsnn.reversible import (
     ReversibleSequence,
     TemporalColumns,
 )
+from revsnn.reversible.part import RecomputedPart
 from revsnn.spiking import TimeFold
 from test_columns import make_engine
 from test_columns import rel as col_rel

@@ -169,7 +169,7 @@ def test_inverse_is_exact(kind):
 
 
 def test_memory_held_for_backward_is_flat_in_depth():
-    from revsnn.bench.memory import saved_tensor_bytes
+    from revsnn.measure import saved_tensor_bytes
 
     x = _input(4, torch.float32, c=4)
 
@@ -273,7 +273,7 @@ def test_inplace_inverse_only_where_nobody_can_observe_it():
 
 
 def test_inplace_inverse_lowers_peak_memory():
-    from revsnn.bench.memory import AllocationTracker
+    from revsnn.measure import AllocationTracker
 
     x = _input(4, torch.float32, c=8)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import revsnn
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
 from revsnn.models.revsformer import RevSFormer
 from revsnn_model_helpers import assert_modes_agree, global_rel, max_rel, rel, run_step
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import revsnn
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
 from revsnn.models.blocks import Downsample, StaticStem
 from revsnn.models.revsresnet import RevSResNet
 from revsnn_model_helpers import assert_modes_agree, global_rel, max_rel, rel, run_step

@@ -80,7 +80,16 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path, capsys):
     assert _snapshot(tmp_path / "done") == before
 
 
-def test_ctrl_c_saves_at_the_interrupt_point_and_resume_is_bitwise(tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler while the test runs (a background job starts with SIGINT
+    ignored), and the caller's handler back after it."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_saves_at_the_interrupt_point_and_resume_is_bitwise(tmp_path, default_sigint):
     full, m_full = run_training(_cfg(tmp_path, "full", **RNG_ON), tiny_factory,
                                 log=lambda s: None)
     # SIGINT during the 5th step (epoch 2, step 2 of 3): that step finishes, then it stops

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import revsnn
-from revsnn.bench.memory import saved_tensor_bytes
+from revsnn.measure import saved_tensor_bytes
+from revsnn.models.objective import column_loss
 from revsnn.models.trevsnn import TRevSNN
 from revsnn.models.trevsnn_bptt import TRevSNNBPTT
 from revsnn.reversible.check import CallCounter
-from revsnn.train.loss import column_loss
 
 VARIANTS = ["trevsnn_tiny", "trevsnn_small", "trevsnn_tiny_dvs", "trevsnn_cifar", "trevsnn_test",
             "trevsnn_tiny_bptt", "trevsnn_cifar_bptt"]

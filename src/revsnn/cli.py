@@ -1,4 +1,4 @@
-"""The ``revsnn`` command: ``revsnn train | eval | convert | bench | plan | models``."""
+"""The ``revsnn`` command: ``revsnn train | eval | convert | export | bench | plan | models``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ commands:
   convert  published code's checkpoint -> revsnn checkpoint:
            revsnn convert --published CKPT --model NAME OUT.pt
            shards of a --parallel fsdp run -> one file: revsnn convert --consolidate RUN
+  export   a model's inference network as a NIR file (neuromorphic hardware, other SNN
+           libraries): revsnn export --checkpoint RUN --format nir OUT.nir
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...
   plan     per-part memory modes that fit a memory budget at the least step time:
            revsnn plan --model NAME --batch B --budget 8GiB [--json]
@@ -22,7 +24,7 @@ commands:
 'revsnn <command> --help' describes each command."""
 
 
-COMMANDS = ("train", "eval", "convert", "bench", "plan", "models")
+COMMANDS = ("train", "eval", "convert", "export", "bench", "plan", "models")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -43,12 +45,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .train.convert import main as convert_main
 
         return int(convert_main(rest) or 0)
+    if cmd == "export":
+        from .train.export_cli import main as export_main
+
+        return int(export_main(rest) or 0)
     if cmd == "bench":
         from .bench.cli import main as bench_main
 
         return int(bench_main(rest) or 0)
     if cmd == "plan":
-        from .plan.cli import main as plan_main
+        from .train.plan_cli import main as plan_main
 
         return int(plan_main(rest) or 0)
     if cmd == "models":

@@ -1,10 +1,12 @@
 """Benchmarks: training memory, step time and synaptic-operation energy, measured side by side.
 
-The only measuring code of the repository; ``benchmarks/`` scripts and ``revsnn bench`` call it.
+What to measure, on the meters and clocks of :mod:`revsnn.measure` (the one measuring package,
+which the planner and the training loop use too); ``benchmarks/`` scripts and ``revsnn bench``
+call it.
 
-- :mod:`revsnn.bench.memory`: ``AllocationTracker`` (live tensor bytes on CPU),
-  ``saved_tensor_bytes``, ``measure_training_step`` (per image at batch ranges such as 2->4 and
-  16->32, and the batch-independent part with gradients pre-allocated).
+- :mod:`revsnn.bench.memory`: ``measure_training_step`` (per image at batch ranges such as 2->4
+  and 16->32, and the batch-independent part with gradients pre-allocated); ``AllocationTracker``,
+  ``saved_tensor_bytes`` and ``tensor_bytes`` are re-exported from :mod:`revsnn.measure`.
 - :mod:`revsnn.bench.timing`: ``time_steps`` (wall and process-CPU time of the same steps, CUDA
   events on a GPU, set-ups interleaved), ``ratios``.
 - :mod:`revsnn.bench.energy`: ``count_synops`` (per-layer MACs / ACs from a real forward pass;
@@ -20,17 +22,11 @@ The only measuring code of the repository; ``benchmarks/`` scripts and ``revsnn 
 - ``revsnn bench memory|speed|energy`` / ``python -m revsnn.bench``: :mod:`revsnn.bench.cli`.
 """
 
+from ..measure import MIB, AllocationTracker, saved_tensor_bytes, tensor_bytes
 from .data import digits_images, random_batches
 from .energy import E_AC_PJ, E_MAC_PJ, EnergyReport, LayerOps, SpikeInput, count_synops
 from .measure import Settings
-from .memory import (
-    DEFAULT_RANGES,
-    MIB,
-    AllocationTracker,
-    measure_training_step,
-    saved_tensor_bytes,
-    tensor_bytes,
-)
+from .memory import DEFAULT_RANGES, measure_training_step
 from .setups import create, in_modes, objective, supported_modes
 from .timing import MIN_REPEATS, ratios, time_steps
 

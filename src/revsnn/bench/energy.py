@@ -54,6 +54,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..measure import batch_of
+
 __all__ = [
     "E_MAC_PJ",
     "E_AC_PJ",
@@ -383,8 +385,7 @@ class _Counter:
 
 def _infer_batch(x: Any) -> int:
     if isinstance(x, torch.Tensor):
-        # [T, B, C, H, W] frames or [B, ...]
-        return int(x.shape[1] if x.dim() == 5 else x.shape[0])
+        return batch_of(x)  # [T, B, C, H, W] frames or [B, ...]
     raise ValueError("cannot infer the batch size from a non-tensor input; pass batch_size=")
 
 

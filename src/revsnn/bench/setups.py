@@ -9,8 +9,8 @@ registry's metadata (:func:`revsnn.model_info`) and the model's declared ``suppo
 - :func:`in_modes`: one copy of a model per memory mode (the same weights), for interleaved
   timing.
 - :func:`objective`: the module and loss that one training step runs -- the training loop's
-  own: every head of a multi-head model (``revsnn.train.build.TrainForward``) and
-  ``revsnn.train.loss.model_loss`` with label smoothing 0.1 (T-RevSNN's column loss over all
+  own: every head of a multi-head model (``revsnn.models.objective.TrainForward``) and
+  ``revsnn.models.objective.model_loss`` with label smoothing 0.1 (T-RevSNN's column loss over all
   heads; cross-entropy for one head).
 """
 
@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..models.objective import TrainForward, model_loss
 from ..reversible.mode import MemoryMode
 from .peers import create_peer, is_peer
 
@@ -120,9 +121,6 @@ def in_modes(model: nn.Module, modes: Sequence[Union[str, MemoryMode]]) -> Dict[
 def objective(model: nn.Module) -> Tuple[nn.Module, LossFn]:
     """``(module, loss_fn)`` of one training step, as ``revsnn train`` runs it: ``module(x)``
     returns every head's logits (a list), ``loss_fn(heads, target)`` is the training loss."""
-    from ..train.build import TrainForward
-    from ..train.loss import model_loss
-
     def loss_fn(heads: List[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         return model_loss(heads, target, label_smoothing=LABEL_SMOOTHING)
 

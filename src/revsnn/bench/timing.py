@@ -19,35 +19,29 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..measure import (
+    CLOCKS,
+    batch_of,
+    default_loss,
+    default_optimizer,
+    interleaved,
+    primary_clock,
+    timed,
+    training_step,
+)
+
 __all__ = ["MIN_REPEATS", "CLOCKS", "time_steps", "primary_clock", "ratios"]
 
 MIN_REPEATS = 5
-#: The clocks a timing result holds, in ms per step: wall, process CPU, CUDA events (GPU only).
-CLOCKS = ("wall_ms", "cpu_ms", "cuda_ms")
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[List[nn.Parameter]], torch.optim.Optimizer]
-
-
-def _default_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits, target)
-
-
-def _batch_size(x: torch.Tensor) -> int:
-    # [B, C, H, W] images or [T, B, C, H, W] frames
-    return int(x.shape[1] if x.dim() == 5 else x.shape[0])
-
-
-def primary_clock(device: Union[str, torch.device]) -> str:
-    """The clock a claim quotes: CUDA events on a GPU, process CPU time on a CPU."""
-    return "cuda_ms" if torch.device(device).type == "cuda" else "cpu_ms"
 
 
 class _Step:
@@ -62,17 +56,14 @@ class _Step:
         self.opt = None
         if train:
             params = [p for p in self.model.parameters() if p.requires_grad]
-            make = optimizer or (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9))
-            self.opt = make(params)
+            self.opt = (optimizer or default_optimizer)(params)
 
     def __call__(self) -> None:
         if self.opt is None:
             with torch.no_grad():
                 self.model(self.x)
             return
-        self.opt.zero_grad(set_to_none=False)
-        self.loss_fn(self.model(self.x), self.target).backward()
-        self.opt.step()
+        training_step(self.model, self.loss_fn, self.opt, self.x, self.target)
 
 
 def time_steps(
@@ -113,8 +104,8 @@ def time_steps(
         raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
     cuda = dev.type == "cuda"
     x, target = batch[0].to(dev), batch[1].to(dev)
-    B = batch_size or _batch_size(x)
-    steps = {name: _Step(m, dev, x, target, loss_fn or _default_loss, train, optimizer)
+    B = batch_size or batch_of(x)
+    steps = {name: _Step(m, dev, x, target, loss_fn or default_loss, train, optimizer)
              for name, m in models.items()}
     times: Dict[str, Dict[str, List[float]]] = {
         name: {c: [] for c in (CLOCKS if cuda else CLOCKS[:2])} for name in steps
@@ -122,23 +113,10 @@ def time_steps(
     for _ in range(warmup):
         for step in steps.values():
             step()
-    for _ in range(repeats):
-        for name, step in steps.items():
-            if cuda:
-                torch.cuda.synchronize(dev)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
-                    enable_timing=True)
-            t0, c0 = time.perf_counter(), time.process_time()
-            if cuda:
-                start.record()
-            step()
-            if cuda:
-                end.record()
-                torch.cuda.synchronize(dev)
-            times[name]["wall_ms"].append(1e3 * (time.perf_counter() - t0))
-            times[name]["cpu_ms"].append(1e3 * (time.process_time() - c0))
-            if cuda:
-                times[name]["cuda_ms"].append(start.elapsed_time(end))
+    for order in interleaved(list(steps), repeats, rotate=False):
+        for name in order:
+            for c, ms in timed(steps[name], dev).items():
+                times[name][c].append(ms)
     clock = primary_clock(dev)
     out: Dict[str, Dict[str, Any]] = {}
     for name, clocks in times.items():

@@ -7,12 +7,13 @@ neuron module, e.g. ``neuron_factory("if")`` (IF, ATan alpha=2, the static-image
 ``neuron_factory("lif", tau=1.5)`` (LIF, Sigmoid alpha=4, the event-data neuron).
 
 The non-reversible parts (:class:`StaticStem`, :class:`EventStem`, :class:`Downsample`) are
-:class:`RecomputedPart` s with a ``memory_mode`` (set by ``SpikingModel.set_memory_mode``). In
-``"none"`` they are plain autograd. In ``"checkpoint"`` and ``"reversible"`` they keep **only
-their input** for backward (for a downsampling layer that input is the output of the reversible
-sequence before it, which that sequence keeps anyway, so it costs nothing) and recompute
-themselves in backward through the recompute core (:mod:`revsnn.reversible.recompute`), so
-values, gradients and BN buffers equal the ``"none"`` oracle.
+:class:`~revsnn.reversible.part.RecomputedPart` s with a ``memory_mode`` (set by
+``SpikingModel.set_memory_mode``). In ``"none"`` they are plain autograd. In ``"checkpoint"`` and
+``"reversible"`` they keep **only their input** for backward (for a downsampling layer that input
+is the output of the reversible sequence before it, which that sequence keeps anyway, so it costs
+nothing) and recompute themselves in backward through the recompute core
+(:mod:`revsnn.reversible.recompute`), so values, gradients and BN buffers equal the ``"none"``
+oracle. A part fed with spikes sets ``input_pack = BINARY_INPUT``.
 
 Constructors (used by RevSResNet, ParaRevSNN-ResNet and MS-ResNet)::
 
@@ -30,8 +31,8 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from ..reversible.mode import HasMemoryMode, MemoryMode
-from ..reversible.recompute import Part, recompute
+from ..reversible.mode import MemoryMode
+from ..reversible.part import RecomputedPart
 from ..spiking.binary import (
     LeanAvgPool2d,
     LeanIF,
@@ -46,10 +47,9 @@ from ..spiking.norm import norm_spike
 from ..spiking.surrogate import ATan, Sigmoid
 
 __all__ = [
-    "PLAIN_MODES",
+    "BINARY_INPUT",
     "NeuronFactory",
     "neuron_factory",
-    "RecomputedPart",
     "StaticStem",
     "EventStem",
     "Downsample",
@@ -63,9 +63,6 @@ __all__ = [
 NeuronFactory = Callable[[], nn.Module]
 
 #: memory modes of networks without an inverse (MS-ResNet, Spikingformer, BPTT counterparts)
-PLAIN_MODES = (MemoryMode.NONE, MemoryMode.CHECKPOINT)
-
-
 def neuron_factory(
     kind: str = "if",
     tau: float = 2.0,
@@ -108,44 +105,8 @@ def _pack(x: torch.Tensor) -> torch.Tensor:
     return pack_spikes(x, "a recomputed part fed with spikes")
 
 
-_BINARY = (_pack, unpack_spikes)  # spikes are kept as bool and rebuilt exactly
-
-
-class RecomputedPart(HasMemoryMode, nn.Module):
-    """A non-reversible part that recomputes itself in backward outside ``memory_mode="none"``.
-
-    Subclasses implement :meth:`body`; ``binary_input=True`` stores the input as ``bool``
-    (for parts fed with spikes). The recomputation follows the recompute core's contract
-    (:mod:`revsnn.reversible.recompute`); ``recompute_count`` counts backward recomputations.
-    """
-
-    binary_input: bool = False
-
-    def __init__(self, memory_mode: Union[str, MemoryMode] = MemoryMode.NONE) -> None:
-        super().__init__()
-        self.memory_mode = memory_mode
-        self.recompute_count = 0
-
-    @property
-    def first_order_only(self) -> Optional[str]:
-        if self.memory_mode is not MemoryMode.NONE:
-            return f"{type(self).__name__} recomputed in {self.memory_mode.value} mode"
-        return None
-
-    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _count(self) -> None:
-        self.recompute_count += 1
-
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        """``body(x)``, keeping only ``x`` and recomputed in backward unless the mode is
-        ``"none"``."""
-        part = Part([self], name=type(self).__name__, on_replay=self._count)
-        if self.memory_mode is MemoryMode.NONE:
-            part.reset()
-            return self.body(x)
-        return recompute(part, self.body, x, _BINARY if self.binary_input else None)
+#: ``RecomputedPart.input_pack`` of a part fed with spikes: kept as bool and rebuilt exactly.
+BINARY_INPUT = (_pack, unpack_spikes)
 
 
 # ----------------------------------------------------------------------------- layers

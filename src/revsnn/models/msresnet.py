@@ -18,17 +18,16 @@ primitives (same values and gradients). It has no inverse: ``memory_mode`` is ``
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Dict, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..reversible import MemoryMode
+from ..reversible.part import PLAIN_MODES, RecomputedPart
 from .base import SpikingModel
 from .blocks import (
-    PLAIN_MODES,
     NeuronFactory,
-    RecomputedPart,
     SpikingHead,
     StaticStem,
     conv_bn,
@@ -38,6 +37,7 @@ from .blocks import (
 )
 from .families import MSRESNET
 from .init import kaiming_fan_out
+from .published import BN, WB, NameRule, PublishedLayout, group_int
 from .registry import register_model
 
 __all__ = ["MSResNet", "MSBasicBlock"]
@@ -114,12 +114,35 @@ class MSResNet(SpikingModel):
         return self.head(self.layers(self.stem(x, self.T)))
 
 
+# ------------------------------------------------------------------------------- published code
+# MS-ResNet: conv1/bn1 stem, layer{s}.{b}.conv{1,2}.{0,1}, layer{s}.{b}.downsample.1.{0,1}
+# (downsample.0 is the neuron), fc. Our blocks are one flat list: index = blocks before stage s.
+def _ms_block(g: Dict[str, str], m: nn.Module) -> int:
+    s = group_int(g, "s", 1)
+    return sum(m.blocks[:s]) + int(g["b"])
+
+
+_MSRESNET = [
+    NameRule(r"conv1\.weight", lambda g, m: "stem.conv.weight"),
+    NameRule(rf"bn1\.{BN}", lambda g, m: f"stem.bn.{g['p']}"),
+    NameRule(rf"layer(?P<s>\d+)\.(?P<b>\d+)\.conv(?P<c>[12])\.(?P<i>[01])\.{BN}",
+             lambda g, m: f"layers.{_ms_block(g, m)}.conv{g['c']}.{g['i']}.{g['p']}"),
+    NameRule(rf"layer(?P<s>\d+)\.(?P<b>\d+)\.downsample\.1\.(?P<i>[01])\.{BN}",
+             lambda g, m: f"layers.{_ms_block(g, m)}.shortcut.{g['i']}.{g['p']}"),
+    NameRule(rf"fc\.{WB}", lambda g, m: f"head.fc.{g['p']}"),
+]
+
+
+PUBLISHED = PublishedLayout(lambda model: ("msresnet", _MSRESNET), classifiers=(r"fc\.weight",),
+                            first_convs=(r"conv1(\.0)?\.weight",))
+
+
 register_model("ms_resnet18", MSResNet, MSRESNET,
                "MS-ResNet18, (2, 2, 2, 2) blocks (11,220,132 parameters with 100 classes)",
-               blocks=(2, 2, 2, 2))
+               blocks=(2, 2, 2, 2), published=PUBLISHED)
 register_model("ms_resnet34", MSResNet, MSRESNET,
                "MS-ResNet34, (3, 4, 6, 3) blocks (21,328,292 parameters with 100 classes)",
-               blocks=(3, 4, 6, 3))
+               blocks=(3, 4, 6, 3), published=PUBLISHED)
 register_model("ms_resnet_test", MSResNet, MSRESNET,
                "tiny MS-ResNet for tests: widths 4/8, (1, 1) blocks", image_size=8,
-               blocks=(1, 1), widths=(4, 8), T=2)
+               blocks=(1, 1), widths=(4, 8), T=2, published=PUBLISHED)

@@ -34,7 +34,7 @@ Choices the paper leaves open (ours):
   frame (T folded into the batch), so it normalises each sample at each time step. It keeps no
   running statistics, so a recomputation of M is the same function with nothing to restore.
 - **The unpaired first F and last G** of a sequence have no partner: they are ordinary branches
-  ``S -> conv3x3 -> BN -> S -> conv3x3 -> BN`` (:class:`~revsnn.models.common.ConvBranch`),
+  ``S -> conv3x3 -> BN -> S -> conv3x3 -> BN`` (:class:`~revsnn.models.blocks.ConvBranch`),
   exactly RevSResNet's F/G.
   A sequence of n blocks therefore holds F_0, n - 1 merged modules and G_{n-1} (n + 1 stages).
 - **Odd n**: nothing special is needed: every consecutive pair (G_k, F_{k+1}) is merged whatever

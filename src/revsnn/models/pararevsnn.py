@@ -1,6 +1,6 @@
 """ParaRevSNN-ResNet (Xu et al., AAAI 2026): reversible spiking ResNets with parallel blocks.
 
-The skeleton is RevSResNet's (stem, downsampling and head from :mod:`revsnn.models.common`)::
+The skeleton is RevSResNet's (stem, downsampling and head from :mod:`revsnn.models.blocks`)::
 
     x [B, 3, H, W] -> conv3x3 s1 + BN -> repeat T -> [T, B, 2 w_1, H, W]
     -> ParaRevSeq_1 -> DS_1 -> ParaRevSeq_2 -> DS_2 -> ... -> ParaRevSeq_K

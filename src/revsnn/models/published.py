@@ -6,9 +6,11 @@
     model = revsnn.load_published("trevsnn_tiny", "best.pth", memory_mode="none")
 
 The published code (RevSNN: RevSResNet, MS-ResNet, RevSFormer; T-RevSNN) names its parameters
-differently from revsnn. Each family has explicit name rules (:data:`RULES` below): a published
-name, matched whole by a regular expression, gives exactly one revsnn state-dict name. Loading
-checks, before anything is copied, that
+differently from revsnn. Each family declares its explicit name rules in its own model file (a
+:class:`PublishedLayout` given to ``register_model(..., published=...)``): a published name,
+matched whole by a regular expression, gives exactly one revsnn state-dict name. This module
+knows no family: it matches names by those rules (:func:`match_published`) and reads
+checkpoints. Loading checks, before anything is copied, that
 
 - every published tensor is used exactly once. T-RevSNN's shared convolutions (the pw2 / dw2 of
   every column's second block, one tensor per level) appear under one published name per column;
@@ -45,16 +47,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .blocks import EventStem
-from .msresnet import MSResNet
-from .registry import create_model
-from .revsformer import RevSFormer
-from .revsresnet import RevSResNet
-from .trevsnn import TRevSNN
+from .registry import create_model, list_models, model_info
 
 __all__ = [
-    "PublishedCheckpointError", "NameRule", "LoadPlan", "load_published", "plan_published",
-    "published_in_channels", "published_num_classes", "published_state_dict", "read_published",
+    "BN", "WB", "WS", "NameMatch", "NameRule", "PublishedCheckpointError", "PublishedLayout",
+    "load_published", "match_published", "published_in_channels", "published_num_classes",
+    "published_state_dict", "read_published",
 ]
 
 Checkpoint = Union[str, os.PathLike, Mapping[str, Any]]
@@ -65,9 +63,10 @@ class PublishedCheckpointError(ValueError):
 
 
 # ------------------------------------------------------------------------------- name rules
-_BN = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
-_WB = r"(?P<p>weight|bias)"
-_WS = r"(?P<p>weight|bias|gain)"  # weight-standardised conv
+#: the parameter group of a BatchNorm, a conv/linear with bias, a weight-standardised conv
+BN = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
+WB = r"(?P<p>weight|bias)"
+WS = r"(?P<p>weight|bias|gain)"
 
 
 @dataclass(frozen=True)
@@ -84,152 +83,50 @@ class NameRule:
         return None if m is None else self.target(m.groupdict(), model)
 
 
-def _i(g: Dict[str, str], key: str, minus: int = 0) -> int:
+def group_int(g: Dict[str, str], key: str, minus: int = 0) -> int:
+    """The integer of a matched group, less ``minus`` (published indices often start at 1)."""
     return int(g[key]) - minus
 
 
-# RevSResNet (CIFAR ``revs_resnet.py`` and the event ``revs_resnet24``): conv1/bn1 stem,
-# layer{s}.reversible_blocks.{b}.{f,g}_block.conv{1,2}.{0: conv, 1: BN}, ds{k}.1.{1: conv,
-# 2: BN} (ds{k}.0 is the neuron), fc.
-def _revsresnet_rules(event: bool) -> List[NameRule]:
-    stem = r"\.0" if event else ""  # the event stem's conv1 / bn1 are Sequentials
-    return [
-        NameRule(rf"conv1{stem}\.weight", lambda g, m: "stem.conv.weight"),
-        NameRule(rf"bn1{stem}\.{_BN}", lambda g, m: f"stem.bn.{g['p']}"),
-        NameRule(
-            rf"layer(?P<s>\d+)\.reversible_blocks\.(?P<b>\d+)\.(?P<fg>[fg])_block\."
-            rf"conv(?P<c>[12])\.(?P<i>[01])\.{_BN}",
-            lambda g, m: f"stages.{_i(g, 's', 1)}.blocks.{g['b']}.{g['fg']}.conv{g['c']}."
-            f"{g['i']}.{g['p']}",
-        ),
-        NameRule(r"ds(?P<k>\d+)\.1\.1\.weight",
-                 lambda g, m: f"downsamples.{_i(g, 'k', 1)}.conv.weight"),
-        NameRule(rf"ds(?P<k>\d+)\.1\.2\.{_BN}",
-                 lambda g, m: f"downsamples.{_i(g, 'k', 1)}.bn.{g['p']}"),
-        NameRule(rf"fc\.{_WB}", lambda g, m: f"head.fc.{g['p']}"),
-    ]
+@dataclass(frozen=True)
+class PublishedLayout:
+    """How a family's published code names its parameters, declared in the family's model file
+    and given to ``register_model(..., published=...)``.
+
+    ``rules(model) -> (label, name rules)``: the rules for this model (a family whose variants
+    differ, e.g. in their stem, picks them here; it raises :class:`PublishedCheckpointError`
+    for a variant without published code). ``classifiers`` / ``first_convs``: patterns of the
+    published classifier weight (first dimension: the number of classes) and first conv weight
+    (second dimension: the input channels)."""
+
+    rules: Callable[[nn.Module], Tuple[str, List[NameRule]]]
+    classifiers: Tuple[str, ...] = ()
+    first_convs: Tuple[str, ...] = ()
 
 
-# MS-ResNet: conv1/bn1 stem, layer{s}.{b}.conv{1,2}.{0,1}, layer{s}.{b}.downsample.1.{0,1}
-# (downsample.0 is the neuron), fc. Our blocks are one flat list: index = blocks before stage s.
-def _ms_block(g: Dict[str, str], m: nn.Module) -> int:
-    s = _i(g, "s", 1)
-    return sum(m.blocks[:s]) + int(g["b"])
+def _layouts() -> List[Tuple[type, PublishedLayout]]:
+    """The registered families' layouts, with the class each belongs to (first seen first)."""
+    out: List[Tuple[type, PublishedLayout]] = []
+    for name in list_models():
+        info = model_info(name)
+        if info.published is not None and all(info.published is not lay for _, lay in out):
+            out.append((info.cls, info.published))
+    return out
 
 
-_MSRESNET = [
-    NameRule(r"conv1\.weight", lambda g, m: "stem.conv.weight"),
-    NameRule(rf"bn1\.{_BN}", lambda g, m: f"stem.bn.{g['p']}"),
-    NameRule(rf"layer(?P<s>\d+)\.(?P<b>\d+)\.conv(?P<c>[12])\.(?P<i>[01])\.{_BN}",
-             lambda g, m: f"layers.{_ms_block(g, m)}.conv{g['c']}.{g['i']}.{g['p']}"),
-    NameRule(rf"layer(?P<s>\d+)\.(?P<b>\d+)\.downsample\.1\.(?P<i>[01])\.{_BN}",
-             lambda g, m: f"layers.{_ms_block(g, m)}.shortcut.{g['i']}.{g['p']}"),
-    NameRule(rf"fc\.{_WB}", lambda g, m: f"head.fc.{g['p']}"),
-]
-
-
-# RevSFormer: patch_embed (CIFAR: block0..block4; events: proj, proj1..proj4; {conv, bn}),
-# block.reversible_blocks.{b}.f_block.{q,k,v,proj}_{conv,bn} (Conv1d + BatchNorm1d),
-# block.reversible_blocks.{b}.g_block.mlp{1,2}_{conv,bn}, head (Linear).
-def _revsformer_rules(event: bool) -> List[NameRule]:
-    first, stage = (r"proj", r"proj(?P<i>[1-4])") if event else (r"block0", r"block(?P<i>[1-4])")
-    blk = r"block\.reversible_blocks\.(?P<b>\d+)"
-    return [
-        NameRule(rf"patch_embed\.{first}_conv\.weight", lambda g, m: "tokenizer.stem.conv.weight"),
-        NameRule(rf"patch_embed\.{first}_bn\.{_BN}", lambda g, m: f"tokenizer.stem.bn.{g['p']}"),
-        NameRule(rf"patch_embed\.{stage}_conv\.weight",
-                 lambda g, m: f"tokenizer.stages.{_i(g, 'i', 1)}.conv.0.weight"),
-        NameRule(rf"patch_embed\.{stage}_bn\.{_BN}",
-                 lambda g, m: f"tokenizer.stages.{_i(g, 'i', 1)}.conv.1.{g['p']}"),
-        NameRule(rf"{blk}\.f_block\.(?P<x>q|k|v|proj)_conv\.{_WB}",
-                 lambda g, m: f"blocks.blocks.{g['b']}.f.{g['x']}.0.{g['p']}"),
-        NameRule(rf"{blk}\.f_block\.(?P<x>q|k|v|proj)_bn\.{_BN}",
-                 lambda g, m: f"blocks.blocks.{g['b']}.f.{g['x']}.1.{g['p']}"),
-        NameRule(rf"{blk}\.g_block\.mlp(?P<n>[12])_conv\.{_WB}",
-                 lambda g, m: f"blocks.blocks.{g['b']}.g.fc{g['n']}.0.{g['p']}"),
-        NameRule(rf"{blk}\.g_block\.mlp(?P<n>[12])_bn\.{_BN}",
-                 lambda g, m: f"blocks.blocks.{g['b']}.g.fc{g['n']}.1.{g['p']}"),
-        NameRule(rf"head\.{_WB}", lambda g, m: f"head.fc.{g['p']}"),
-    ]
-
-
-# T-RevSNN (image stem): stem.down{1,2}.0 (WS convs), subnet{t}.alpha{k},
-# subnet{t}.level{k}.fusion.{down,up}.encode_{conv,bn}, subnet{t}.level{k}.blocks.{0,1}.*
-# (block 1's pwconv2_reuse / dwconv2_reuse: the level's shared tail), cls_blocks.{i}.
-_LVL = r"subnet(?P<t>\d+)\.level(?P<k>[0-3])"
-
-
-def _lvl(g: Dict[str, str]) -> str:
-    return f"columns.levels.{g['t']}.{g['k']}"
-
-
-_TREVSNN = [
-    NameRule(rf"stem\.down(?P<n>[12])\.0\.{_WS}", lambda g, m: f"stem.{_i(g, 'n', 1)}.{g['p']}"),
-    NameRule(r"subnet(?P<t>\d+)\.alpha(?P<k>[0-3])",
-             lambda g, m: f"columns.alpha.{g['t']}.{g['k']}"),
-    NameRule(rf"{_LVL}\.fusion\.down\.encode_conv\.weight",
-             lambda g, m: f"{_lvl(g)}.entry.1.weight"),
-    NameRule(rf"{_LVL}\.fusion\.down\.encode_bn\.{_BN}",
-             lambda g, m: f"{_lvl(g)}.entry.2.{g['p']}"),
-    NameRule(rf"{_LVL}\.fusion\.up\.encode_conv\.weight", lambda g, m: f"{_lvl(g)}.up.conv.weight"),
-    NameRule(rf"{_LVL}\.fusion\.up\.encode_bn\.{_BN}", lambda g, m: f"{_lvl(g)}.up.bn.{g['p']}"),
-    NameRule(rf"{_LVL}\.blocks\.0\.gamma", lambda g, m: f"{_lvl(g)}.block1.gamma"),
-    NameRule(rf"{_LVL}\.blocks\.(?P<j>[01])\.dwconv1\.{_WB}",
-             lambda g, m: f"{_lvl(g)}.block{_i(g, 'j') + 1}.dw1.{g['p']}"),
-    NameRule(rf"{_LVL}\.blocks\.(?P<j>[01])\.pwconv1\.{_WS}",
-             lambda g, m: f"{_lvl(g)}.block{_i(g, 'j') + 1}.pw1.{g['p']}"),
-    NameRule(rf"{_LVL}\.blocks\.0\.pwconv2\.{_WS}", lambda g, m: f"{_lvl(g)}.block1.pw2.{g['p']}"),
-    NameRule(rf"{_LVL}\.blocks\.0\.dwconv2\.{_WB}", lambda g, m: f"{_lvl(g)}.block1.dw2.{g['p']}"),
-    NameRule(rf"{_LVL}\.blocks\.1\.pwconv2_reuse\.{_WS}",
-             lambda g, m: f"shared.{g['k']}.pw2.{g['p']}", shared=True),
-    NameRule(rf"{_LVL}\.blocks\.1\.dwconv2_reuse\.{_WB}",
-             lambda g, m: f"shared.{g['k']}.dw2.{g['p']}", shared=True),
-    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier\.0\.{_WS}",
-             lambda g, m: f"heads.{g['i']}.conv.{g['p']}"),
-    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier1\.0\.{_WS}",
-             lambda g, m: f"heads.{g['i']}.conv1.{g['p']}"),
-    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier2\.{_WS}",
-             lambda g, m: f"heads.{g['i']}.conv2.{g['p']}"),
-]
-
-#: name rules per family (the event variants differ in their stem / tokenizer names)
-RULES: Dict[str, List[NameRule]] = {
-    "revsresnet": _revsresnet_rules(event=False),
-    "revsresnet_events": _revsresnet_rules(event=True),
-    "msresnet": _MSRESNET,
-    "revsformer": _revsformer_rules(event=False),
-    "revsformer_events": _revsformer_rules(event=True),
-    "trevsnn": _TREVSNN,
-}
-
-#: the published classifier weight (its first dimension is the number of classes)
-_CLASSIFIERS = (r"fc\.weight", r"head\.weight", r"cls_blocks\.(\d+\.)?classifier2\.weight")
-#: the published first conv weight (its second dimension is the number of input channels)
-_FIRST_CONVS = (r"conv1(\.0)?\.weight", r"patch_embed\.(block0|proj)_conv\.weight",
-                r"stem\.down1\.0\.weight")
-
-
-def _family(model: nn.Module) -> str:
-    if isinstance(model, RevSResNet):
-        return "revsresnet_events" if isinstance(model.stem, EventStem) else "revsresnet"
-    if isinstance(model, MSResNet):
-        return "msresnet"
-    if isinstance(model, RevSFormer):
-        return "revsformer_events" if model.tokenizer.kind == "events" else "revsformer"
-    if isinstance(model, TRevSNN):
-        if model.events:
-            raise PublishedCheckpointError(
-                "the published event T-RevSNN is a different network (one head on c_3 / T, ours "
-                "one head per column): no name rules for event T-RevSNN models"
-            )
-        return "trevsnn"
+def _rules_of(model: nn.Module) -> Tuple[str, List[NameRule]]:
+    layouts = _layouts()
+    for cls, layout in layouts:
+        if isinstance(model, cls):
+            return layout.rules(model)
+    known = ", ".join(sorted({cls.__name__ for cls, _ in layouts}))
     raise PublishedCheckpointError(
         f"no published checkpoint layout for {type(model).__name__}: published code exists for "
-        "RevSResNet, MS-ResNet, RevSFormer and T-RevSNN (image stem)"
+        f"{known}"
     )
 
 
-# ------------------------------------------------------------------------------- the plan
+# ------------------------------------------------------------------------------- matching
 def _fits(published: Tuple[int, ...], ours: Tuple[int, ...]) -> bool:
     """Same shape, or a Conv1d weight ``[O, I, 1]`` for our 1x1 Conv2d ``[O, I, 1, 1]``."""
     return published == ours or (
@@ -247,7 +144,7 @@ def _listing(title: str, items: List[str], limit: int = 20) -> str:
 
 
 @dataclass
-class LoadPlan:
+class NameMatch:
     """Which published tensor fills which of ours.
 
     ``sources[c]``: the published names for our canonical name ``c`` (several only for a shared
@@ -260,17 +157,16 @@ class LoadPlan:
     alias: Dict[str, str] = field(default_factory=dict)
 
 
-def plan_published(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> LoadPlan:
+def match_published(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> NameMatch:
     """Match published names (with their shapes) to ``model``'s state dict by the family's
     rules; raises :class:`PublishedCheckpointError` listing every misfit. Works on a model on
     the ``meta`` device (names and shapes only)."""
-    family = _family(model)
-    rules = RULES[family]
+    family, rules = _rules_of(model)
     ours = model.state_dict(keep_vars=True)
-    plan = LoadPlan(family)
+    match = NameMatch(family)
     first: Dict[int, str] = {}
     for name, t in ours.items():  # names that are one tensor share the first name
-        plan.alias[name] = first.setdefault(id(t), name)
+        match.alias[name] = first.setdefault(id(t), name)
     unmatched: List[str] = []
     bad_shape: List[str] = []
     twice: List[str] = []
@@ -290,16 +186,16 @@ def plan_published(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> Loa
         if not _fits(shape, own):
             bad_shape.append(f"{pname} {_fmt(shape)} -> {target} {_fmt(own)}")
             continue
-        canon = plan.alias[target]
-        if canon in plan.sources:
+        canon = match.alias[target]
+        if canon in match.sources:
             if not (rule.shared and shared_ok[canon]):
                 twice.append(f"{pname} -> {target} (already filled by "
-                             f"{plan.sources[canon][0]})")
+                             f"{match.sources[canon][0]})")
                 continue
         else:
             shared_ok[canon] = rule.shared
-        plan.sources.setdefault(canon, []).append(pname)
-    unfilled = sorted({c for c in plan.alias.values() if c not in plan.sources},
+        match.sources.setdefault(canon, []).append(pname)
+    unfilled = sorted({c for c in match.alias.values() if c not in match.sources},
                       key=list(ours).index)
     if unmatched or bad_shape or twice or unfilled:
         parts = [f"checkpoint does not fit {type(model).__name__} (published {family} layout):"]
@@ -314,7 +210,7 @@ def plan_published(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> Loa
                 f"{c} {_fmt(ours[c].shape)}" for c in unfilled]))
         hint = _class_hint(model, shapes)
         raise PublishedCheckpointError("\n".join(parts) + hint)
-    return plan
+    return match
 
 
 def _class_hint(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> str:
@@ -337,12 +233,12 @@ def _dim_of(state: Mapping[str, Any], patterns: Sequence[str], dim: int) -> Opti
 def published_num_classes(state: Mapping[str, Any]) -> Optional[int]:
     """Number of classes of a published state dict (from its classifier weight), or None.
     ``state`` maps names to tensors or to shapes."""
-    return _dim_of(state, _CLASSIFIERS, 0)
+    return _dim_of(state, [p for _, lay in _layouts() for p in lay.classifiers], 0)
 
 
 def published_in_channels(state: Mapping[str, Any]) -> Optional[int]:
     """Input channels of a published state dict (from its first conv weight), or None."""
-    return _dim_of(state, _FIRST_CONVS, 1)
+    return _dim_of(state, [p for _, lay in _layouts() for p in lay.first_convs], 1)
 
 
 # ------------------------------------------------------------------------------- reading
@@ -448,9 +344,9 @@ def published_state_dict(
     model: nn.Module, state: Mapping[str, torch.Tensor]
 ) -> Dict[str, torch.Tensor]:
     """Our state dict (every name of ``model.state_dict()``) filled from a published one."""
-    plan = plan_published(model, {k: tuple(v.shape) for k, v in state.items()})
+    match = match_published(model, {k: tuple(v.shape) for k, v in state.items()})
     values: Dict[str, torch.Tensor] = {}
-    for canon, names in plan.sources.items():
+    for canon, names in match.sources.items():
         t = state[names[0]]
         for other in names[1:]:  # one shared tensor saved under several names
             o = state[other]
@@ -463,7 +359,7 @@ def published_state_dict(
     ours = model.state_dict()
     out: Dict[str, torch.Tensor] = {}
     for name, own in ours.items():
-        t = values[plan.alias[name]]
+        t = values[match.alias[name]]
         out[name] = t.reshape(own.shape) if t.shape != own.shape else t
     return out
 

@@ -56,6 +56,9 @@ class ModelInfo:
     default_memory_mode: str
     cls: type = field(repr=False, compare=False)
     defaults: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: how the family's published code names its parameters
+    #: (:class:`revsnn.models.published.PublishedLayout`), ``None`` without published code
+    published: Any = field(default=None, repr=False, compare=False)
 
     @property
     def reversible(self) -> bool:
@@ -95,10 +98,12 @@ def _default(cls: type, defaults: Dict[str, Any], key: str) -> Any:
 
 def register_model(name: str, cls: type, family: Family, description: str,
                    image_size: int = 32, input: Optional[str] = None,
-                   **defaults: Any) -> ModelInfo:
+                   published: Any = None, **defaults: Any) -> ModelInfo:
     """Register ``name`` as ``cls(**defaults)`` with its metadata (see the module docstring).
     ``input`` defaults to the class's (``"image"`` for image-only models, else
-    ``"image+frames"``; give ``"frames"`` for event-data variants)."""
+    ``"image+frames"``; give ``"frames"`` for event-data variants). ``published``: the
+    family's :class:`~revsnn.models.published.PublishedLayout` when published code with
+    checkpoints exists (``revsnn.load_published`` reads them)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
     from ..reversible.mode import MemoryMode
@@ -115,7 +120,7 @@ def register_model(name: str, cls: type, family: Family, description: str,
         num_classes=int(_default(cls, defaults, "num_classes")),
         in_channels=int(_default(cls, defaults, "in_channels")),
         image_size=int(image_size), memory_modes=modes, default_memory_mode=mode, cls=cls,
-        defaults=dict(defaults),
+        defaults=dict(defaults), published=published,
     )
     _REGISTRY[name] = info
     return info

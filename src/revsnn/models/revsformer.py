@@ -30,7 +30,7 @@ backward, each keeping only its input (spikes as ``bool``).
 
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict, List, Tuple, Union
 
 import torch
 
@@ -39,6 +39,7 @@ from .base import SpikingModel
 from .blocks import neuron_factory
 from .families import REVSNN
 from .init import transformer_init
+from .published import BN, WB, NameRule, PublishedLayout, group_int
 from .registry import register_model
 from .transformer import (
     SpikingMLP,
@@ -123,16 +124,57 @@ class RevSFormer(SpikingModel):
         return f"L={self.depth}, D={self.embed_dim}, T={self.T}, tokenizer={self.tokenizer.kind}"
 
 
+# ------------------------------------------------------------------------------- published code
+# RevSFormer: patch_embed (CIFAR: block0..block4; events: proj, proj1..proj4; {conv, bn}),
+# block.reversible_blocks.{b}.f_block.{q,k,v,proj}_{conv,bn} (Conv1d + BatchNorm1d),
+# block.reversible_blocks.{b}.g_block.mlp{1,2}_{conv,bn}, head (Linear).
+def _revsformer_rules(event: bool) -> List[NameRule]:
+    first, stage = (r"proj", r"proj(?P<i>[1-4])") if event else (r"block0", r"block(?P<i>[1-4])")
+    blk = r"block\.reversible_blocks\.(?P<b>\d+)"
+    return [
+        NameRule(rf"patch_embed\.{first}_conv\.weight", lambda g, m: "tokenizer.stem.conv.weight"),
+        NameRule(rf"patch_embed\.{first}_bn\.{BN}", lambda g, m: f"tokenizer.stem.bn.{g['p']}"),
+        NameRule(rf"patch_embed\.{stage}_conv\.weight",
+                 lambda g, m: f"tokenizer.stages.{group_int(g, 'i', 1)}.conv.0.weight"),
+        NameRule(rf"patch_embed\.{stage}_bn\.{BN}",
+                 lambda g, m: f"tokenizer.stages.{group_int(g, 'i', 1)}.conv.1.{g['p']}"),
+        NameRule(rf"{blk}\.f_block\.(?P<x>q|k|v|proj)_conv\.{WB}",
+                 lambda g, m: f"blocks.blocks.{g['b']}.f.{g['x']}.0.{g['p']}"),
+        NameRule(rf"{blk}\.f_block\.(?P<x>q|k|v|proj)_bn\.{BN}",
+                 lambda g, m: f"blocks.blocks.{g['b']}.f.{g['x']}.1.{g['p']}"),
+        NameRule(rf"{blk}\.g_block\.mlp(?P<n>[12])_conv\.{WB}",
+                 lambda g, m: f"blocks.blocks.{g['b']}.g.fc{g['n']}.0.{g['p']}"),
+        NameRule(rf"{blk}\.g_block\.mlp(?P<n>[12])_bn\.{BN}",
+                 lambda g, m: f"blocks.blocks.{g['b']}.g.fc{g['n']}.1.{g['p']}"),
+        NameRule(rf"head\.{WB}", lambda g, m: f"head.fc.{g['p']}"),
+    ]
+
+
+_REVSFORMER_RULES = _revsformer_rules(event=False)
+_REVSFORMER_EVENT_RULES = _revsformer_rules(event=True)
+
+
+def _rules(model: RevSFormer) -> Tuple[str, List[NameRule]]:
+    if model.tokenizer.kind == "events":
+        return "revsformer_events", _REVSFORMER_EVENT_RULES
+    return "revsformer", _REVSFORMER_RULES
+
+
+PUBLISHED = PublishedLayout(_rules, classifiers=(r"head\.weight",),
+                            first_convs=(r"patch_embed\.(block0|proj)_conv\.weight",))
+
+
 register_model("revsformer_2_384", RevSFormer, REVSNN,
                "RevSFormer-2-384, 12 heads (5,766,586 parameters, 10 classes)",
-               depth=2, embed_dim=384, num_heads=12)
+               depth=2, embed_dim=384, num_heads=12, published=PUBLISHED)
 register_model("revsformer_4_384", RevSFormer, REVSNN,
                "RevSFormer-4-384, 12 heads (9,323,962 parameters, 10 classes)",
-               depth=4, embed_dim=384, num_heads=12)
+               depth=4, embed_dim=384, num_heads=12, published=PUBLISHED)
 register_model("revsformer_2_256", RevSFormer, REVSNN,
                "RevSFormer-2-256 for DVS128 Gesture / CIFAR10-DVS (num_classes=10): event "
                "tokenizer, 16 heads, LIF tau 1.5 (2,569,739 parameters)",
                image_size=128, input="frames", depth=2, embed_dim=256, num_heads=16,
-               in_channels=2, T=10, num_classes=11, tau=1.5, tokenizer="events")
+               in_channels=2, T=10, num_classes=11, tau=1.5, tokenizer="events",
+               published=PUBLISHED)
 register_model("revsformer_test", RevSFormer, REVSNN, "tiny RevSFormer for tests: L = 2, D = 16",
-               image_size=8, depth=2, embed_dim=16, num_heads=2, T=2)
+               image_size=8, depth=2, embed_dim=16, num_heads=2, T=2, published=PUBLISHED)

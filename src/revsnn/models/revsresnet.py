@@ -22,13 +22,14 @@ K stage outputs between forward and backward.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 from torch import nn
 
 from ..reversible import MemoryMode, RevCoupling, ReversibleSequence
-from .blocks import ConvBranch, neuron_factory
+from .blocks import ConvBranch, EventStem, neuron_factory
 from .families import REVSNN
+from .published import BN, WB, NameRule, PublishedLayout, group_int
 from .registry import register_model
 from .staged import StagedResNet
 
@@ -81,19 +82,57 @@ class RevSResNet(StagedResNet):
         return f"depth={self.depth}, blocks={self.blocks}, widths={self.widths}, T={self.T}"
 
 
+# ------------------------------------------------------------------------------- published code
+# RevSResNet (CIFAR ``revs_resnet.py`` and the event ``revs_resnet24``): conv1/bn1 stem,
+# layer{s}.reversible_blocks.{b}.{f,g}_block.conv{1,2}.{0: conv, 1: BN}, ds{k}.1.{1: conv,
+# 2: BN} (ds{k}.0 is the neuron), fc.
+def _revsresnet_rules(event: bool) -> List[NameRule]:
+    stem = r"\.0" if event else ""  # the event stem's conv1 / bn1 are Sequentials
+    return [
+        NameRule(rf"conv1{stem}\.weight", lambda g, m: "stem.conv.weight"),
+        NameRule(rf"bn1{stem}\.{BN}", lambda g, m: f"stem.bn.{g['p']}"),
+        NameRule(
+            rf"layer(?P<s>\d+)\.reversible_blocks\.(?P<b>\d+)\.(?P<fg>[fg])_block\."
+            rf"conv(?P<c>[12])\.(?P<i>[01])\.{BN}",
+            lambda g, m: f"stages.{group_int(g, 's', 1)}.blocks.{g['b']}.{g['fg']}.conv{g['c']}."
+            f"{g['i']}.{g['p']}",
+        ),
+        NameRule(r"ds(?P<k>\d+)\.1\.1\.weight",
+                 lambda g, m: f"downsamples.{group_int(g, 'k', 1)}.conv.weight"),
+        NameRule(rf"ds(?P<k>\d+)\.1\.2\.{BN}",
+                 lambda g, m: f"downsamples.{group_int(g, 'k', 1)}.bn.{g['p']}"),
+        NameRule(rf"fc\.{WB}", lambda g, m: f"head.fc.{g['p']}"),
+    ]
+
+
+_REVSRESNET_RULES = _revsresnet_rules(event=False)
+_REVSRESNET_EVENT_RULES = _revsresnet_rules(event=True)
+
+
+def _rules(model: RevSResNet) -> Tuple[str, List[NameRule]]:
+    if isinstance(model.stem, EventStem):
+        return "revsresnet_events", _REVSRESNET_EVENT_RULES
+    return "revsresnet", _REVSRESNET_RULES
+
+
+PUBLISHED = PublishedLayout(_rules, classifiers=(r"fc\.weight",),
+                            first_convs=(r"conv1(\.0)?\.weight",))
+
+
 register_model("revs_resnet21", RevSResNet, REVSNN,
                "RevSResNet21, n = (1, 1, 1, 1) (11,048,420 parameters with 100 classes)",
-               blocks=(1, 1, 1, 1))
+               blocks=(1, 1, 1, 1), published=PUBLISHED)
 register_model("revs_resnet37", RevSResNet, REVSNN,
                "RevSResNet37, n = (1, 2, 3, 2) (23,590,884 parameters with 100 classes)",
-               blocks=(1, 2, 3, 2))
+               blocks=(1, 2, 3, 2), published=PUBLISHED)
 register_model("revs_resnet109", RevSResNet, REVSNN,
                "RevSResNet109, n = (2, 4, 16, 4) (70,075,876 parameters with 100 classes)",
-               blocks=(2, 4, 16, 4))
+               blocks=(2, 4, 16, 4), published=PUBLISHED)
 register_model("revs_resnet24", RevSResNet, REVSNN,
                "RevSResNet24 for event frames: event stem, halves 16/32/48, n = (1, 2, 2), "
                "LIF tau 1.5", image_size=128, input="frames", blocks=(1, 2, 2),
-               widths=(16, 32, 48), in_channels=2, T=10, neuron="lif", tau=1.5, stem="event")
+               widths=(16, 32, 48), in_channels=2, T=10, neuron="lif", tau=1.5, stem="event",
+               published=PUBLISHED)
 register_model("revs_resnet_test", RevSResNet, REVSNN,
                "tiny RevSResNet for tests: halves 4/8, n = (1, 2)", image_size=8,
-               blocks=(1, 2), widths=(4, 8), T=2)
+               blocks=(1, 2), widths=(4, 8), T=2, published=PUBLISHED)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ..reversible import MemoryMode
+from ..reversible.part import PLAIN_MODES, RecomputedPart
 from .base import SpikingModel
-from .blocks import PLAIN_MODES, RecomputedPart, neuron_factory
+from .blocks import neuron_factory
 from .families import SPIKINGFORMER
 from .init import transformer_init
 from .registry import register_model

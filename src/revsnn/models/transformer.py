@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..reversible.mode import MemoryMode
+from ..reversible.part import RecomputedPart
 from ..spiking.binary import (
     SpikeMaxPool2d,
     plain_spike_attention,
@@ -33,8 +34,8 @@ from ..spiking.binary import (
 )
 from ..spiking.norm import norm_spike
 from .blocks import (
+    BINARY_INPUT,
     NeuronFactory,
-    RecomputedPart,
     StaticStem,
     conv_bn,
     fold,
@@ -60,7 +61,7 @@ class _TokenizerStage(RecomputedPart):
     """[max-pool] -> conv3x3 -> BN [-> LIF] on spikes ``[T, B, c_in, H, W]``; its input is
     binary, so outside ``"none"`` it is kept as bool and the stage is recomputed."""
 
-    binary_input = True
+    input_pack = BINARY_INPUT
 
     def __init__(
         self, c_in: int, c_out: int, pool: bool, neuron: Optional[nn.Module], lean: bool,

@@ -12,14 +12,14 @@ for every T). Column t < T reads ``GAP(c_3^t)`` through a WS 1x1 conv; the last 
 each call), so in reversible mode they are recomputed from each rebuilt top state and nothing
 is kept per column. ``forward`` returns the last head's logits;
 ``forward_heads`` returns every head (last = final) for the loss
-``sum_i (i/n) CE_ls(out_i) + CE_ls(out_n)`` (``revsnn.train.loss.column_loss``).
+``sum_i (i/n) CE_ls(out_i) + CE_ls(out_n)`` (``revsnn.models.objective.column_loss``).
 Event variant: column t gets its own event stem (level 0's entry) and exactly frame t.
 Its standard-BPTT counterpart is :mod:`revsnn.models.trevsnn_bptt`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from ..reversible.recompute import guard
 from .base import SpikingModel
 from .families import TREVSNN
 from .init import trunc_normal_convs
+from .published import BN, WB, WS, NameRule, PublishedCheckpointError, PublishedLayout, group_int
 from .registry import register_model
 from .trevsnn_blocks import (
     ColumnEventStem,
@@ -144,22 +145,79 @@ class TRevSNN(SpikingModel):
             return self.columns.reconstruction_error(self._encode(x))
 
 
+# ------------------------------------------------------------------------------- published code
+# T-RevSNN (image stem): stem.down{1,2}.0 (WS convs), subnet{t}.alpha{k},
+# subnet{t}.level{k}.fusion.{down,up}.encode_{conv,bn}, subnet{t}.level{k}.blocks.{0,1}.*
+# (block 1's pwconv2_reuse / dwconv2_reuse: the level's shared tail), cls_blocks.{i}.
+_LVL = r"subnet(?P<t>\d+)\.level(?P<k>[0-3])"
+
+
+def _lvl(g: Dict[str, str]) -> str:
+    return f"columns.levels.{g['t']}.{g['k']}"
+
+
+_TREVSNN = [
+    NameRule(rf"stem\.down(?P<n>[12])\.0\.{WS}",
+             lambda g, m: f"stem.{group_int(g, 'n', 1)}.{g['p']}"),
+    NameRule(r"subnet(?P<t>\d+)\.alpha(?P<k>[0-3])",
+             lambda g, m: f"columns.alpha.{g['t']}.{g['k']}"),
+    NameRule(rf"{_LVL}\.fusion\.down\.encode_conv\.weight",
+             lambda g, m: f"{_lvl(g)}.entry.1.weight"),
+    NameRule(rf"{_LVL}\.fusion\.down\.encode_bn\.{BN}",
+             lambda g, m: f"{_lvl(g)}.entry.2.{g['p']}"),
+    NameRule(rf"{_LVL}\.fusion\.up\.encode_conv\.weight", lambda g, m: f"{_lvl(g)}.up.conv.weight"),
+    NameRule(rf"{_LVL}\.fusion\.up\.encode_bn\.{BN}", lambda g, m: f"{_lvl(g)}.up.bn.{g['p']}"),
+    NameRule(rf"{_LVL}\.blocks\.0\.gamma", lambda g, m: f"{_lvl(g)}.block1.gamma"),
+    NameRule(rf"{_LVL}\.blocks\.(?P<j>[01])\.dwconv1\.{WB}",
+             lambda g, m: f"{_lvl(g)}.block{group_int(g, 'j') + 1}.dw1.{g['p']}"),
+    NameRule(rf"{_LVL}\.blocks\.(?P<j>[01])\.pwconv1\.{WS}",
+             lambda g, m: f"{_lvl(g)}.block{group_int(g, 'j') + 1}.pw1.{g['p']}"),
+    NameRule(rf"{_LVL}\.blocks\.0\.pwconv2\.{WS}", lambda g, m: f"{_lvl(g)}.block1.pw2.{g['p']}"),
+    NameRule(rf"{_LVL}\.blocks\.0\.dwconv2\.{WB}", lambda g, m: f"{_lvl(g)}.block1.dw2.{g['p']}"),
+    NameRule(rf"{_LVL}\.blocks\.1\.pwconv2_reuse\.{WS}",
+             lambda g, m: f"shared.{g['k']}.pw2.{g['p']}", shared=True),
+    NameRule(rf"{_LVL}\.blocks\.1\.dwconv2_reuse\.{WB}",
+             lambda g, m: f"shared.{g['k']}.dw2.{g['p']}", shared=True),
+    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier\.0\.{WS}",
+             lambda g, m: f"heads.{g['i']}.conv.{g['p']}"),
+    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier1\.0\.{WS}",
+             lambda g, m: f"heads.{g['i']}.conv1.{g['p']}"),
+    NameRule(rf"cls_blocks\.(?P<i>\d+)\.classifier2\.{WS}",
+             lambda g, m: f"heads.{g['i']}.conv2.{g['p']}"),
+]
+
+
+def _rules(model: TRevSNN) -> Tuple[str, List[NameRule]]:
+    if model.events:
+        raise PublishedCheckpointError(
+            "the published event T-RevSNN is a different network (one head on c_3 / T, ours "
+            "one head per column): no name rules for event T-RevSNN models"
+        )
+    return "trevsnn", _TREVSNN
+
+
+PUBLISHED = PublishedLayout(_rules, classifiers=(r"cls_blocks\.(\d+\.)?classifier2\.weight",),
+                            first_convs=(r"stem\.down1\.0\.weight",))
+
+
 register_model("trevsnn_tiny", TRevSNN, TREVSNN,
                "ImageNet tiny: channels 64/128/256/384, kernel 3 (17,203,856 parameters at 1000 "
                "classes)", image_size=224, input="image", channels=(64, 128, 256, 384), kernel=3,
-               stem="imagenet")
+               stem="imagenet", published=PUBLISHED)
 register_model("trevsnn_small", TRevSNN, TREVSNN,
                "ImageNet small: channels 96/192/384/512, kernel 5 (32,331,312 parameters at 1000 "
                "classes)", image_size=224, input="image", channels=(96, 192, 384, 512), kernel=5,
-               stem="imagenet")
+               stem="imagenet", published=PUBLISHED)
 register_model("trevsnn_tiny_dvs", TRevSNN, TREVSNN,
                "event data: channels 32/64/128/256, 8 columns, one event stem per column "
                "(frame t to column t)", image_size=128, input="frames",
                channels=(32, 64, 128, 256), kernel=3, stem="events", T=8, num_classes=10,
-               in_channels=2)
+               in_channels=2, published=PUBLISHED)
 register_model("trevsnn_cifar", TRevSNN, TREVSNN,
                "small images (32x32, 28x28, 8x8): full-resolution stem, channels 16/32/64/64",
-               input="image", channels=(16, 32, 64, 64), kernel=3, stem="cifar", num_classes=10)
+               input="image", channels=(16, 32, 64, 64), kernel=3, stem="cifar", num_classes=10,
+               published=PUBLISHED)
 register_model("trevsnn_test", TRevSNN, TREVSNN,
                "tiny T-RevSNN for tests: channels 4/8/8/8, full-resolution stem", image_size=8,
-               input="image", channels=(4, 8, 8, 8), kernel=3, stem="cifar", T=3, num_classes=10)
+               input="image", channels=(4, 8, 8, 8), kernel=3, stem="cifar", T=3, num_classes=10,
+               published=PUBLISHED)

@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from ..reversible.mode import HasMemoryMode, MemoryMode
-from ..reversible.recompute import Part, checkpoint
+from ..reversible.part import PLAIN_MODES, run_plain_mode
 from ..spiking import repeat_time
 from .base import SpikingModel
-from .blocks import PLAIN_MODES
 from .families import TREVSNN_BPTT
 from .init import trunc_normal_convs
 from .registry import register_model
@@ -53,9 +52,7 @@ class BPTTLevel(HasMemoryMode, Level):
         self.memory_mode = MemoryMode.NONE
 
     def forward(self, lower: torch.Tensor, upper=None) -> torch.Tensor:
-        if self.memory_mode is MemoryMode.CHECKPOINT and torch.is_grad_enabled():
-            return checkpoint(Part([self], name="level"), super().forward, lower)
-        return super().forward(lower)
+        return run_plain_mode(self, self.memory_mode, super().forward, lower, name="level")
 
 
 class TRevSNNBPTT(SpikingModel):

@@ -18,12 +18,13 @@
   fits, the leanest plan and by how much it misses; :func:`max_batch`: the largest batch that
   fits; :func:`predict`: any plan's predicted peak and step time.
 - :func:`measure_plan` (:mod:`.measure`): a plan's measured peak and step time.
-- ``revsnn plan --model NAME --batch B --budget 8GiB [--json]`` (:mod:`.cli`).
+- ``revsnn plan --model NAME --batch B --budget 8GiB [--json]`` (:mod:`revsnn.train.plan_cli`).
 """
 
+from ..units import format_bytes, parse_bytes
 from .cost import Lin, Prediction, Profile, all_plans, predict
 from .measure import measure_plan, measure_plans
-from .parts import configurations, format_bytes, model_parts, parse_bytes
+from .parts import configurations, model_parts
 from .profiler import profile
 from .solver import Solution, least_peak, max_batch, solve
 

@@ -40,7 +40,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .parts import GLUE, MIB
+from ..units import MIB
+from .parts import GLUE
 
 __all__ = [
     "Lin", "Profile", "Prediction", "Quantities", "predict", "all_plans", "fwd_key", "bwd_key",

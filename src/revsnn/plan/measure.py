@@ -1,6 +1,6 @@
 """A plan's measured peak memory and step time, to check the planner's predictions.
 
-The step is the one the profile models (:func:`revsnn.plan.profiler.training_step`):
+The step is the one the profile models (:func:`revsnn.measure.training_step`):
 ``zero_grad`` with gradients kept allocated, forward, loss, backward, optimiser step. Peak:
 everything held on the device during it -- on CPU the exact live-tensor tracker's peak plus the
 parameters, buffers, gradients, optimiser state and batch held across it; on CUDA
@@ -19,18 +19,17 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .parts import apply_modes
-from .profiler import (
-    _default_loss,
-    _default_optimizer,
-    _device,
-    _fixed_bytes,
+from ..measure import (
     batch_of,
-    label_source,
+    default_loss,
+    default_optimizer,
+    device_of,
+    interleaved,
     preserved,
-    training_step,
 )
-from .timeline import Clock, Meter, Timeline
+from .parts import apply_modes
+from .profiler import label_source
+from .timeline import Clock, Meter, Timeline, fixed_bytes, timed_step
 
 __all__ = ["measure_plan", "measure_plans"]
 
@@ -56,21 +55,21 @@ def measure_plans(
     (a sharded model's gathered parameters, :func:`revsnn.plan.sharded.gathered_storage`).
     ``restore=False`` leaves the model trained by the measured steps (no copy of its
     parameters, gradients and optimiser state is kept: for models near the memory's limit)."""
-    dev = _device(model)
+    dev = device_of(model)
     x = example_input.to(dev)
     B = batch_of(x)
     forward = forward or model
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     params = [p for p in model.parameters() if p.requires_grad]
     timeline = Timeline({})
     clock = Clock(dev)
     out: Dict[str, Dict[str, Any]] = {k: {"wall_times_s": [], "cpu_times_s": []} for k in plans}
     with preserved(model, dev) if restore else contextlib.nullcontext():
-        opt = (optimizer or _default_optimizer)(params)
+        opt = (optimizer or default_optimizer)(params)
         y = label_source(model, forward, x, target, dev)(B)
 
         def step(meter: Meter):
-            return training_step(forward, loss_fn, opt, x, y, timeline, meter, clock)
+            return timed_step(forward, loss_fn, opt, x, y, timeline, meter, clock)
 
         step(Meter(None))  # gradients and optimiser state exist before anything is measured
         for label, modes in plans.items():
@@ -79,16 +78,15 @@ def measure_plans(
                 step(Meter(None))
             if memory:
                 events = step(Meter(dev, watch() if watch is not None else ()))
-                fixed = _fixed_bytes(dev, events, model, params, opt, x, y)
+                fixed = fixed_bytes(dev, events, model, opt, x, y)
                 c0 = events[0][2]
                 peak = max(p for _, _, _, p, _ in events)
                 out[label]["fixed_bytes"] = fixed
                 out[label]["peak_bytes"] = (float(peak) if dev.type == "cuda"
                                             else fixed + float(peak - c0))
-        labels = list(plans)
-        for r in range(rounds):
-            # each round starts one plan later, so no plan always runs after the same one
-            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+        # each round starts one plan later, so no plan always runs after the same one
+        for order in interleaved(list(plans), rounds):
+            for label in order:
                 apply_modes(model, plans[label])
                 events = step(Meter(None))
                 wall, cpu = events[-1][4]

@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import platform
 import statistics
-from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ._bench import tensor_bytes
+from ..measure import (
+    batch_of,
+    default_loss,
+    default_optimizer,
+    device_of,
+    interleaved,
+    preserved,
+)
 from .cost import Lin, Profile, bwd_key, fwd_key
 from .parts import (
     GLUE,
@@ -35,31 +41,16 @@ from .parts import (
     memory_plan,
     model_parts,
     part_modes,
-    restore_point,
 )
-from .timeline import Clock, Meter, Timeline, unit_records
+from .timeline import Clock, Meter, Timeline, fixed_bytes, timed_step, unit_records
 
-__all__ = ["profile", "training_step", "batch_of"]
+__all__ = ["label_source", "profile", "resize_batch"]
 
 LossFn = Callable[[object, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[List[nn.Parameter]], torch.optim.Optimizer]
 
 
-def _default_loss(out, target: torch.Tensor) -> torch.Tensor:
-    logits = out[-1] if isinstance(out, (list, tuple)) else out
-    return nn.functional.cross_entropy(logits, target)
-
-
-def _default_optimizer(params: List[nn.Parameter]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-
-
-def batch_of(x: torch.Tensor) -> int:
-    """Batch size of images ``[B, C, H, W]`` or frames ``[T, B, C, H, W]``."""
-    return int(x.shape[1] if x.dim() == 5 else x.shape[0])
-
-
-def _resize(x: torch.Tensor, b: int) -> torch.Tensor:
+def resize_batch(x: torch.Tensor, b: int) -> torch.Tensor:
     """``x`` with batch size ``b`` (its first ``b`` samples, repeated when ``b`` is larger)."""
     dim = 1 if x.dim() == 5 else 0
     n = x.shape[dim]
@@ -69,35 +60,6 @@ def _resize(x: torch.Tensor, b: int) -> torch.Tensor:
     return torch.cat([x] * reps, dim=dim).narrow(dim, 0, b).clone()
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def preserved(model: nn.Module, dev: torch.device) -> Iterator[None]:
-    """Run a measurement in training mode from seed 0, then restore the model's parameters,
-    buffers, gradients, memory modes, training flag and the RNG, whatever happened."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    restore_modes = restore_point(model)
-    was_training = model.training
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(0)
-            model.train()
-            yield
-    finally:
-        with torch.no_grad():
-            model.load_state_dict(state)
-        for p, g in zip(params, grads):
-            p.grad = g
-        restore_modes()
-        model.train(was_training)
-
-
 def label_source(model: nn.Module, forward: Callable, x: torch.Tensor,
                  target: Optional[torch.Tensor], dev: torch.device
                  ) -> Callable[[int], torch.Tensor]:
@@ -105,7 +67,7 @@ def label_source(model: nn.Module, forward: Callable, x: torch.Tensor,
     number of classes from ``model.num_classes`` or the width of one forward's logits)."""
     if target is not None:
         y0 = target.to(dev)
-        return lambda b: _resize(y0, b)
+        return lambda b: resize_batch(y0, b)
     k = getattr(model, "num_classes", None)
     if not isinstance(k, int):
         with torch.no_grad():
@@ -119,26 +81,6 @@ def label_source(model: nn.Module, forward: Callable, x: torch.Tensor,
         return torch.randint(0, k, (b,), generator=g).to(dev)
 
     return labels
-
-
-def training_step(forward: Callable, loss_fn: LossFn, opt: torch.optim.Optimizer,
-                  x: torch.Tensor, y: torch.Tensor, timeline: Timeline, meter: Meter,
-                  clock: Clock):
-    """One instrumented step; returns the timeline's events."""
-    with meter:
-        timeline.begin(meter, clock)
-        timeline.mark("start")
-        opt.zero_grad(set_to_none=False)
-        out = forward(x)
-        loss = loss_fn(out, y)
-        timeline.mark("fwd_end")
-        loss.backward()
-        timeline.mark("bwd_end")
-        opt.step()
-        timeline.mark("opt_end")
-        events = timeline.end()
-        del out, loss
-    return events
 
 
 def _order(events, parts: Dict[str, nn.Module], calls: Dict[str, int]) -> List[str]:
@@ -189,7 +131,7 @@ def profile(
         raise ValueError("example_input must be a batch tensor [B, C, H, W] or [T, B, C, H, W]")
     if int(rounds) < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    dev = _device(model)
+    dev = device_of(model)
     x0 = example_input.to(dev)
     B0 = batch_of(x0)
     if batches is None:
@@ -198,8 +140,8 @@ def profile(
     if not 1 <= b1 < b2:
         raise ValueError(f"batches must be two batch sizes 1 <= b1 < b2, got {tuple(batches)}")
     forward = forward or model
-    loss_fn = loss_fn or _default_loss
-    make_opt = optimizer or _default_optimizer
+    loss_fn = loss_fn or default_loss
+    make_opt = optimizer or default_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
     modes_before = memory_plan(model)
@@ -212,7 +154,7 @@ def profile(
 
             # discovery and warm-up (allocates gradients and optimiser state)
             y = labels(B0)
-            events = training_step(forward, loss_fn, opt, x0, y, timeline, Meter(None), clock)
+            events = timed_step(forward, loss_fn, opt, x0, y, timeline, Meter(None), clock)
             order = _order(events, parts, timeline.calls)
             idle = {n: m for n, m in modes_before.items() if n not in order}
             modes = {n: part_modes(parts[n]) for n in order}
@@ -259,11 +201,11 @@ def _memory(forward, loss_fn, opt, x0, labels, batches, plans, order, idle, time
     opt_peak: Dict[int, float] = {}
     chain = True
     for b in batches:
-        x, y = _resize(x0, b), labels(b)
-        training_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)  # warm-up
+        x, y = resize_batch(x0, b), labels(b)
+        timed_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)  # warm-up
         for plan in plans:
             apply_modes(model, {**plan, **idle})
-            events = training_step(forward, loss_fn, opt, x, y, timeline, Meter(dev), clock)
+            events = timed_step(forward, loss_fn, opt, x, y, timeline, Meter(dev), clock)
             r = unit_records(events, order)
             chain = chain and r.backward_order == sorted(r.backward_order, reverse=True)
             seq = _seq(plan, order)
@@ -279,7 +221,7 @@ def _memory(forward, loss_fn, opt, x0, labels, batches, plans, order, idle, time
                 for (table, pair), v in vals.items():
                     obs[table][u].setdefault(pair, {}).setdefault(b, []).append(v)
             opt_peak[b] = max(opt_peak.get(b, 0.0), r.opt_peak)
-            fixed[b] = max(fixed.get(b, 0.0), _fixed_bytes(dev, events, model, params, opt, x, y))
+            fixed[b] = max(fixed.get(b, 0.0), fixed_bytes(dev, events, model, opt, x, y))
     b1, b2 = batches
     spread, spread_at = 0.0, ""
     tables = {}
@@ -307,28 +249,17 @@ def _memory(forward, loss_fn, opt, x0, labels, batches, plans, order, idle, time
     }
 
 
-def _fixed_bytes(dev, events, model, params, opt, x, y) -> float:
-    """Bytes held across the step: on CUDA everything allocated at its start; on CPU the
-    parameters, buffers, gradients, optimiser state and the batch."""
-    if dev.type == "cuda":
-        return float(events[0][2])
-    held = list(model.parameters()) + list(model.buffers()) + [p.grad for p in params]
-    for st in opt.state.values():
-        held += [v for v in st.values() if isinstance(v, torch.Tensor)]
-    return float(tensor_bytes(held + [x, y]))
-
-
 def _times(forward, loss_fn, opt, x, y, plans, order, idle, timeline, clock, dev, model,
            rounds: int, warmup: int) -> Dict:
     n = len(order) + 2
     obs = {k: [dict() for _ in range(n)] for k in Clock.KINDS}
     rest: Dict[str, List[float]] = {k: [] for k in Clock.KINDS}
     for _ in range(warmup):
-        training_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
-    for r in range(rounds):
-        for plan in plans[r % len(plans):] + plans[:r % len(plans)]:  # rotated per round
+        timed_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
+    for order_of_round in interleaved(plans, rounds):  # each round starts one plan later
+        for plan in order_of_round:
             apply_modes(model, {**plan, **idle})
-            events = training_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
+            events = timed_step(forward, loss_fn, opt, x, y, timeline, Meter(None), clock)
             seq = _seq(plan, order)
             for kind in Clock.KINDS:
                 r = unit_records(events, order, kind)

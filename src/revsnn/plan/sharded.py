@@ -4,18 +4,17 @@ The units that FSDP gathers and frees as a whole (:func:`shard_units`) are the m
 (:meth:`revsnn.models.base.SpikingModel.parts`), its classifier head and the root, which keeps
 whatever parameters are left. With ``N`` processes each holds ``1/N`` of the parameters
 ``P``, of their gradients and of the optimiser state (``k`` tensors of the parameters' size:
-AdamW and LAMB 2, SGD with momentum 1), and while a unit runs its gathered parameters (and, in
-its backward, their full gradients before the reduce-scatter). From the one-process profile of
-the per-process batch (:func:`revsnn.plan.profile`), the per-process profile is::
+AdamW and LAMB 2, SGD with momentum 1), and while a unit runs its gathered parameters and, in
+its backward, their full gradients until the reduce-scatter. From the one-process profile of the
+per-process batch (:func:`revsnn.plan.profile`), whose gradients are held across the step, the
+per-process profile (:func:`shard_profile`) is::
 
-    fixed_N = fixed_1 - (2 + k) P (1 - 1/N) + 2 U_max
+    fixed_N = fixed_1 - (2 + k) P (1 - 1/N) + R      Tf_u += U_u    Tb_u += 2 U_u
+    opt_N = opt_1 / N
 
-with ``U_max`` the bytes of the largest unit other than the root plus the root's own (the root
-stays gathered through the step): while a unit's backward runs, its gathered parameters and
-then its full gradients with FSDP's reduce-scatter buffer (the parameters are freed before the
-reduce-scatter) -- an upper bound, since the one-process profile's backward transient already
-holds a part's gradients briefly. Activations, transients and the optimiser step's peak are
-those of the per-process batch (the optimiser's transient is taken unsharded: an upper bound).
+with ``U_u`` the parameter bytes of part ``u``'s unit (the head's for the head-and-loss unit)
+and ``R`` the root's own parameters, which stay gathered through the step; the optimiser's
+transient scales with the shards. Activations are those of the per-process batch.
 """
 
 from __future__ import annotations
@@ -110,12 +109,21 @@ def shard_profile(profile: Profile, model: nn.Module, world: int,
     sizes = unit_bytes(model)
     P = _bytes(p for p in model.parameters() if p.requires_grad)
     root = sizes.pop("<root>")
-    gathered = max(sizes.values(), default=0) + root
+    head = getattr(model, "head_name", None)
+    per_unit = [0] + [sizes.get(name, 0) for name in profile.order] + [sizes.get(head, 0)]
+
+    def plus(table, times):
+        return [{k: (None if v is None else Lin(v.a + times * u, v.s)) for k, v in d.items()}
+                for d, u in zip(table, per_unit)]
+
     saved = (2 + state_factor) * P * (1 - 1 / world)
-    fixed = Lin(profile.fixed.a - saved + 2 * gathered, profile.fixed.s)
-    meta = {**profile.meta, "world_size": world, "sharded_state_bytes": P * (2 + state_factor)
-            / world, "gathered_unit_bytes": gathered}
-    return dataclasses.replace(profile, fixed=fixed, meta=meta)
+    meta = {**profile.meta, "world_size": world,
+            "sharded_state_bytes": P * (2 + state_factor) / world,
+            "gathered_unit_bytes": max(per_unit) + root}
+    return dataclasses.replace(
+        profile, fixed=Lin(profile.fixed.a - saved + root, profile.fixed.s),
+        Tf=plus(profile.Tf, 1), Tb=plus(profile.Tb, 2),
+        opt_peak=Lin(profile.opt_peak.a / world, profile.opt_peak.s / world), meta=meta)
 
 
 def gathered_storage(model: nn.Module) -> List[torch.Tensor]:

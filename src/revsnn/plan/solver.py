@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..units import format_bytes
 from .cost import Prediction, Profile, Quantities, predict
-from .parts import GLUE, format_bytes
+from .parts import GLUE
 
 __all__ = ["Solution", "solve", "least_peak", "max_batch"]
 

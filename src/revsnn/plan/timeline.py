@@ -15,15 +15,15 @@ belongs to one unit's forward or backward::
 :func:`unit_records` turns the boundary events into, per unit ``u``: ``Cf[u]`` (live bytes when
 its forward starts), ``Pf[u]`` (peak during it), ``Cb[u]``, ``Pb[u]`` (the same for its
 backward) and the time spent in each; the cost model (:mod:`.cost`) is written in these terms.
-Live bytes come from the exact CPU tracker (``revsnn.bench``) or, on CUDA, from the caching
-allocator's ``memory_allocated`` / ``max_memory_allocated``; time from ``perf_counter`` or CUDA
-events. The hooks hold no reference to any tensor, so they change neither what is kept nor when
-it is freed.
+Live bytes come from :class:`revsnn.measure.Meter` (the exact CPU tracker or, on CUDA, the
+caching allocator's ``memory_allocated`` / ``max_memory_allocated``); time from
+:class:`revsnn.measure.Clock` (``perf_counter`` or CUDA events). :func:`timed_step` runs
+:func:`revsnn.measure.training_step` with the timeline's marks. The hooks hold no reference to
+any tensor, so they change neither what is kept nor when it is freed.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -31,78 +31,11 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from ._bench import AllocationTracker
+from ..measure import Clock, Meter, held_bytes, training_step
 
-__all__ = ["Meter", "Clock", "Timeline", "UnitRecords", "unit_records"]
-
-
-class Meter:
-    """Live tensor bytes on one device: ``current()``, ``peak()`` since ``reset_peak()``.
-
-    CPU: the exact live-tensor tracker (counts storages created while it is active, so the
-    step's start reads 0). CUDA: ``memory_allocated`` (absolute). ``Meter(None)``: no memory
-    (timing runs)."""
-
-    def __init__(self, device: Optional[torch.device], watch: Sequence[torch.Tensor] = ()
-                 ) -> None:
-        self.device = device
-        self.watch = watch  # tensors resized outside the dispatcher (AllocationTracker)
-        self._tracker: Optional[AllocationTracker] = None
-
-    def __enter__(self) -> Meter:
-        if self.device is not None and self.device.type == "cpu":
-            self._tracker = AllocationTracker(self.device, self.watch)
-            self._tracker.__enter__()
-        elif self.device is not None and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._tracker is not None:
-            self._tracker.__exit__(*exc)
-            self._tracker = None
-
-    def read(self) -> Tuple[int, int]:
-        """``(current, peak since the last read)``; restarts the peak."""
-        if self._tracker is not None:
-            c, p = self._tracker.current, self._tracker.peak
-            self._tracker.reset_peak()
-            return c, p
-        if self.device is not None and self.device.type == "cuda":
-            c = torch.cuda.memory_allocated(self.device)
-            p = torch.cuda.max_memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return c, p
-        return 0, 0
-
-
-class Clock:
-    """Time stamps as ``(wall, cpu)`` pairs: ``perf_counter`` and ``process_time`` on CPU; CUDA
-    events (resolved after a sync) and ``process_time`` on a GPU."""
-
-    KINDS = ("wall", "cpu")
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.device = device
-
-    def now(self) -> Any:
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev, time.process_time()
-        return time.perf_counter(), time.process_time()
-
-    def seconds(self, stamps: Sequence[Any]) -> List[Tuple[float, float]]:
-        """The stamps as ``(wall, cpu)`` seconds from the first one."""
-        if not stamps:
-            return []
-        w0, c0 = stamps[0]
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            return [(w0.elapsed_time(w) / 1e3, c - c0) for w, c in stamps]
-        return [(w - w0, c - c0) for w, c in stamps]
+__all__ = [
+    "Meter", "Clock", "Timeline", "UnitRecords", "fixed_bytes", "timed_step", "unit_records",
+]
 
 
 Event = Tuple[str, Optional[str], int, int, Any]  # kind, part, live bytes, peak, time stamp
@@ -187,6 +120,25 @@ class Timeline:
         self._tensor_handles.clear()
         secs = self._clock.seconds([e[4] for e in self.events])
         return [(k, n, c, p, s) for (k, n, c, p, _), s in zip(self.events, secs)]
+
+
+def timed_step(forward, loss_fn, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               timeline: Timeline, meter: Meter, clock: Clock) -> List[Event]:
+    """One training step (:func:`revsnn.measure.training_step`, the output held to its end)
+    with the timeline recording; returns the timeline's events."""
+    with meter:
+        timeline.begin(meter, clock)
+        training_step(forward, loss_fn, opt, x, y, timeline.mark, hold_output=True)
+        return timeline.end()
+
+
+def fixed_bytes(dev: torch.device, events: Sequence[Event], model: nn.Module,
+                opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Bytes held across the step: on CUDA everything allocated at its start; on CPU the
+    parameters, buffers, gradients, optimiser state and the batch."""
+    if dev.type == "cuda":
+        return float(events[0][2])
+    return float(held_bytes(model, opt, x, y))
 
 
 @dataclass

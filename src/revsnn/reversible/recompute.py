@@ -62,6 +62,7 @@ __all__ = [
     "RecomputeFunction",
     "checkpoint",
     "exclusively_owned",
+    "ownership_baseline",
     "first_order_reasons",
     "guard",
     "refuse_create_graph",
@@ -420,10 +421,12 @@ def exclusively_owned(saved: torch.Tensor) -> bool:
     return _BASELINE is not None and _use_count(saved) <= _BASELINE
 
 
-def _calibrate() -> None:
-    """Measure the references a saved-and-unpacked output has when nobody else holds it."""
-    with torch.enable_grad():
-        _Probe.apply(torch.ones(1, requires_grad=True)).sum().backward()
-
-
-_calibrate()
+def ownership_baseline() -> int:
+    """The references a saved-and-unpacked output has when nobody else holds it, measured once
+    by a tiny CPU backward on first use (nothing runs at import). Call it in a forward that
+    will rely on :func:`exclusively_owned` in its backward."""
+    if _BASELINE is None:
+        with torch.enable_grad():
+            _Probe.apply(torch.ones(1, requires_grad=True)).sum().backward()
+    assert _BASELINE is not None
+    return _BASELINE

@@ -42,6 +42,7 @@ from .recompute import (
     RecomputeError,
     checkpoint,
     exclusively_owned,
+    ownership_baseline,
     refuse_create_graph,
     vjp,
 )
@@ -145,6 +146,7 @@ class _JoinFunction(torch.autograd.Function):
     def forward(ctx, link: _Link, seq: ReversibleSequence, order: Tuple[int, int],
                 r0: torch.Tensor, r1: torch.Tensor):
         ctx.link, ctx.seq, ctx.order = link, seq, order
+        ownership_baseline()  # measured once (at construction unless built otherwise)
         regs = (r0, r1)
         y = torch.cat([regs[i] for i in order], dim=2)
         ctx.save_for_backward(y)
@@ -215,6 +217,7 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         pair_stages: bool = True,
     ) -> None:
         super().__init__()
+        ownership_baseline()  # measured here, never inside a measured step
         blocks = list(blocks)
         if not blocks:
             raise ValueError("ReversibleSequence needs at least one block")
@@ -259,6 +262,11 @@ class ReversibleSequence(HasMemoryMode, nn.Module):
         for s in flat:
             s.check()
         return flat, (perm[0], perm[1])
+
+    def schedule(self) -> Tuple[List[Stage], Tuple[int, int]]:
+        """The stages this sequence runs on the registers ``(r0, r1) = (x1, x2)`` of its input
+        halves, and which register holds ``(y1, y2)`` at the end (what an exporter writes)."""
+        return self._schedule()
 
     def _pair(self, flat: List[Stage]) -> List[Stage]:
         """Each pair of consecutive stages writing the same register (left to right) as one

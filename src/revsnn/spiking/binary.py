@@ -53,6 +53,9 @@ __all__ = [
     "LeanLIF",
     "SpikeConv2d",
     "SpikeMaxPool2d",
+    "cast_to",
+    "neuron_backward",
+    "neuron_forward",
     "pack_spikes",
     "plain_spike_attention",
     "spike_attention",
@@ -125,7 +128,7 @@ def _fire_chunk(n: BaseNeuron, xs: List[torch.Tensor], a: int, b: int,
         v = h  # V[t]
 
 
-def _neuron_forward(neuron: BaseNeuron, x: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+def neuron_forward(neuron: BaseNeuron, x: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """Spikes of the multi-step neuron over ``x`` [T, B, ...] (no graph); with ``overwrite``
     the spikes are written over ``x`` (over a contiguous copy when ``x`` is not contiguous,
     e.g. channels_last: the loops work on flat per-step views)."""
@@ -137,7 +140,7 @@ def _neuron_forward(neuron: BaseNeuron, x: torch.Tensor, overwrite: bool = False
     return out  # [T, B, ...] spikes
 
 
-def _neuron_backward(
+def neuron_backward(
     n: BaseNeuron, x: torch.Tensor, grad_s: torch.Tensor, overwrite: bool = False
 ) -> torch.Tensor:
     """dL/dX of the multi-step neuron from its input ``x`` and dL/dS (chain rule written out).
@@ -195,12 +198,12 @@ class _LeanNeuronFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, neuron: BaseNeuron) -> torch.Tensor:
         ctx.neuron = neuron  # hyperparameters only (no parameters, no tensors)
         ctx.save_for_backward(x)
-        return _neuron_forward(neuron, x)
+        return neuron_forward(neuron, x)
 
     @staticmethod
     def backward(ctx, grad_s: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return _neuron_backward(ctx.neuron, x, grad_s), None
+        return neuron_backward(ctx.neuron, x, grad_s), None
 
 
 def _check_lean(neuron: BaseNeuron, x: torch.Tensor) -> None:
@@ -242,7 +245,8 @@ class LeanLIF(LIF):
 
 
 # ----------------------------------------------------------------------------- conv / pool
-def _cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+def cast_to(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """``t`` in ``dtype`` (``None`` and tensors already in it unchanged)."""
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
@@ -267,7 +271,7 @@ class _SpikeConvFn(torch.autograd.Function):
         # Under autocast the forward ran on casts of s and W: differentiate the same kernel and
         # cast the gradients back, as autograd's cast nodes would.
         cd = ctx.compute_dtype
-        grad_out, w = _cast(grad_out, cd), _cast(weight, cd)
+        grad_out, w = cast_to(grad_out, cd), cast_to(weight, cd)
         gi = gw = gb = None
         if need_w or need_b:
             # Weight/bias gradients first, so the float spikes are dropped before dL/ds exists.
@@ -282,8 +286,8 @@ class _SpikeConvFn(torch.autograd.Function):
             gi = torch.ops.aten.convolution_backward(
                 grad_out, shape_only, w, bias_sizes, *conf, [True, False, False]
             )[0]
-        return (_cast(gi, ctx.dtype), _cast(gw, weight.dtype),
-                _cast(gb, weight.dtype), None, None, None, None)
+        return (cast_to(gi, ctx.dtype), cast_to(gw, weight.dtype),
+                cast_to(gb, weight.dtype), None, None, None, None)
 
 
 class SpikeConv2d(nn.Conv2d):
@@ -382,7 +386,7 @@ class _SpikeAttentionFn(torch.autograd.Function):
     def backward(ctx, grad):
         cd = ctx.compute_dtype
         q, k, v = (unpack_spikes(b, cd) for b in ctx.saved_tensors)
-        g = _cast(grad, cd) * ctx.scale
+        g = cast_to(grad, cd) * ctx.scale
         kt = k.transpose(-2, -1)
         if _attention_order(q.shape[-2], q.shape[-1]):
             m = kt @ v  # [.., d, d]
@@ -397,7 +401,7 @@ class _SpikeAttentionFn(torch.autograd.Function):
             dq = da @ kt.transpose(-2, -1)
             dkt = q.transpose(-2, -1) @ da
         dq_t, dk_t, dv_t = ctx.dtypes
-        return _cast(dq, dq_t), _cast(dkt.transpose(-2, -1), dk_t), _cast(dv, dv_t), None
+        return cast_to(dq, dq_t), cast_to(dkt.transpose(-2, -1), dk_t), cast_to(dv, dv_t), None
 
 
 def spike_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):

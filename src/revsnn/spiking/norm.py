@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import binary
-from .binary import LeanIF, LeanLIF, _cast, _neuron_backward, _neuron_forward
+from .binary import LeanIF, LeanLIF, cast_to, neuron_backward, neuron_forward
 
 __all__ = ["norm_spike", "norm_split"]
 
@@ -42,12 +42,12 @@ class _NormSpikeFn(torch.autograd.Function):
         ctx.b_dtype = b.dtype  # BN may run in another precision than c under autocast
         ctx.save_for_backward(c, weight, bias)
         # Spikes overwrite BN(c) step by step (B(c)[t] is dead once step t has fired).
-        return _neuron_forward(neuron, b.unflatten(0, (T, c.shape[0] // T)), overwrite=True)
+        return neuron_forward(neuron, b.unflatten(0, (T, c.shape[0] // T)), overwrite=True)
 
     @staticmethod
     def backward(ctx, grad_s):
         c_in, weight, bias = ctx.saved_tensors
-        c = _cast(c_in, ctx.b_dtype)
+        c = cast_to(c_in, ctx.b_dtype)
         bn, T = ctx.bn, ctx.T
         train = _bn_uses_batch_stats(bn)
         rm, rv = (None, None) if train else (bn.running_mean, bn.running_var)
@@ -56,15 +56,15 @@ class _NormSpikeFn(torch.autograd.Function):
         b, mean, invstd = torch.ops.aten.native_batch_norm(
             c, weight, bias, rm, rv, train, 0.0, bn.eps
         )
-        gb = _neuron_backward(ctx.neuron, b.unflatten(0, (T, c.shape[0] // T)), grad_s, True)
+        gb = neuron_backward(ctx.neuron, b.unflatten(0, (T, c.shape[0] // T)), grad_s, True)
         del b
         gc, gw, gbias = _bn_backward_into(
             gb.flatten(0, 1), c, weight, mean, invstd, train, bn.running_mean, bn.running_var,
             bn.eps,
         )
-        return (_cast(gc, c_in.dtype) if ctx.needs_input_grad[0] else None,
-                _cast(gw, weight.dtype) if ctx.needs_input_grad[1] else None,
-                _cast(gbias, bias.dtype) if ctx.needs_input_grad[2] else None, None, None, None)
+        return (cast_to(gc, c_in.dtype) if ctx.needs_input_grad[0] else None,
+                cast_to(gw, weight.dtype) if ctx.needs_input_grad[1] else None,
+                cast_to(gbias, bias.dtype) if ctx.needs_input_grad[2] else None, None, None, None)
 
 
 def _bn_backward_into(

@@ -8,12 +8,12 @@ checkpoints.
     summary = fit(model, train_set, test_set, epochs=5, lr=1e-3)   # your model and data
 """
 
+from ..models.objective import column_loss, model_loss, soft_cross_entropy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_overrides, load_config_file
 from .fit import fit
 from .interrupt import TrainingInterrupted
 from .loop import TrainingDiverged, evaluate, run, run_training
-from .loss import column_loss, model_loss, soft_cross_entropy
 from .optim import Lamb, adaptive_clip_grad, build_ema, build_optimizer, build_scheduler
 
 __all__ = [

@@ -17,12 +17,13 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import nn
 
-from ..plan import max_batch, parse_bytes, profile, solve
-from ..plan.parts import apply_modes, format_bytes
-from .build import DataBundle, TrainForward
+from ..models.objective import TrainForward, model_loss
+from ..plan import max_batch, profile, solve
+from ..plan.parts import apply_modes
+from ..units import format_bytes, parse_bytes
+from .build import DataBundle
 from .config import TrainConfig, apply_overrides
 from .distributed import DistEnv
-from .loss import model_loss
 from .memory_report import sample_batch
 from .optim import build_optimizer
 

@@ -4,44 +4,23 @@ module that training calls (all heads of a multi-head model)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from ..data import BatchAugment, DataInfo, Mixup, data_info, load_dataset
+from ..measure import preserved
+from ..models.objective import TrainForward
 from ..models.registry import model_info
 from .config import TrainConfig
 
 __all__ = [
-    "DataBundle", "TrainForward", "build_data", "build_model", "bundle_data", "check_model_fits",
+    "DataBundle", "build_data", "build_model", "bundle_data", "check_model_fits",
     "count_parameters",
 ]
 
 ModelFactory = Callable[[TrainConfig, DataInfo], nn.Module]
-
-
-class TrainForward(nn.Module):
-    """Every head's logits as a list (the last one is the final head).
-
-    Models with several heads expose ``forward_heads(x) -> list[Tensor]`` (T-RevSNN: one head
-    per column); others return one logits tensor from ``forward``. Wrapping this module (not
-    the model) in DistributedDataParallel keeps gradient synchronisation on the path that
-    training actually runs.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        fn = getattr(self.model, "forward_heads", None)
-        if callable(fn):
-            out = list(fn(x))
-            if not out:
-                raise ValueError(f"{type(self.model).__name__}.forward_heads returned no heads")
-            return out
-        return [self.model(x)]
 
 
 @dataclass
@@ -106,11 +85,8 @@ def check_model_fits(
 ) -> None:
     """One training-mode forward on a real batch (no graph, state restored): a model that
     cannot take this data, T or batch size fails here with a clear message."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    was = model.training
-    model.train()
     try:
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with preserved(model, x.device, seed=None):
             heads = TrainForward(model)(x)
     except (RuntimeError, ValueError, TypeError) as err:
         shape = tuple(x.shape)
@@ -118,9 +94,6 @@ def check_model_fits(
             f"model {cfg.model!r} (T={cfg.T}) cannot train on data {cfg.data!r} with batch "
             f"input shape {shape}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
-    finally:
-        model.load_state_dict(state)
-        model.train(was)
     batch = x.shape[1 if x.dim() == 5 else 0]
     for i, z in enumerate(heads):
         if z.dim() != 2 or z.shape[0] != batch or z.shape[1] != num_classes:

@@ -296,7 +296,7 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
         model_info(cfg.model)  # unknown name -> ValueError with suggestions
     MemoryMode.parse(cfg.memory_mode)
     if cfg.memory_budget is not None:
-        from ..plan.parts import parse_bytes
+        from ..units import parse_bytes
 
         parse_bytes(cfg.memory_budget)
     elif cfg.max_batch:

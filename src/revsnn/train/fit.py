@@ -7,7 +7,7 @@
     summary = fit(model, train_set, test_set, epochs=10, resume="runs/mine")   # continue
 
 ``model``: any ``nn.Module`` mapping a batch to logits ``[B, classes]`` (or, with
-``forward_heads``, a list of them -- see :class:`revsnn.train.build.TrainForward`); its memory
+``forward_heads``, a list of them -- see :class:`revsnn.models.objective.TrainForward`); its memory
 mode, if it has one, is set from ``memory_mode``. ``train_data`` / ``test_data``: any map-style
 data set of ``(input, label)`` -- inputs ``[C, H, W]`` (images, batched to ``[B, C, H, W]``) or
 ``[T, C, H, W]`` (frames, batched time-first to ``[T, B, C, H, W]``), as tensors or numpy
@@ -28,7 +28,7 @@ from ..data import DataInfo, ImageSet
 from ..data.tonic_sets import MapDataset
 from .build import bundle_data
 from .config import TrainConfig, apply_overrides, validate_config
-from .loop import _train
+from .loop import train_model
 
 __all__ = ["fit"]
 
@@ -63,6 +63,6 @@ def fit(
                     mean, std)
     if hasattr(model, "set_memory_mode"):
         model.set_memory_mode(cfg.memory_mode)
-    summary, _ = _train(cfg, lambda: bundle_data(cfg, train, test, info), lambda data: model,
-                        log, model=model)
+    summary, _ = train_model(cfg, lambda: bundle_data(cfg, train, test, info), lambda data: model,
+                              log, model=model)
     return summary

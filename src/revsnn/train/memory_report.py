@@ -16,9 +16,10 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..measure import forked_rng
+from ..models.objective import model_loss
 from .build import DataBundle
 from .config import TrainConfig
-from .loss import model_loss
 
 __all__ = ["measure_run_memory", "memory_matches", "sample_batch"]
 
@@ -51,7 +52,7 @@ def _one(module: nn.Module, make_batch, cfg: TrainConfig, device: torch.device) 
         return model_loss(out, target, cfg.label_smoothing)
 
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with forked_rng(device):
             return measure_training_step(module, make_batch, loss_fn, device,
                                          [int(b) for b in cfg.memory_batches])
     except Exception as err:  # noqa: BLE001 - memory is a report, never a reason to stop

@@ -40,7 +40,6 @@ in that dtype too; the levels compute in the autocast dtype and every recomputat
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -48,11 +47,11 @@ from torch import nn
 
 from ..mode import HasMemoryMode, MemoryMode
 from ..recompute import Part, checkpoint
-from ..state import RecomputeState, frozen_norm_stats
-from ..weights import LentWeights, transformed_modules
+from ..state import frozen_norm_stats
+from ..weights import LentWeights
 from .function import run_reversible
-from .policy import ColumnReport, error_chain
-from .recurrence import inverse_step, update
+from .levels import ColumnMaths
+from .policy import ColumnReport
 
 __all__ = ["TemporalColumns"]
 
@@ -177,15 +176,15 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             low = float(torch.stack([a.abs().min() for a in alphas]).min())
         return low
 
-    def dtypes(self) -> Tuple[torch.dtype, torch.dtype]:
-        """(compute dtype of the levels = the parameters', dtype of the states)."""
-        cd = self.alpha[0][0].dtype
-        sd = self.state_dtype or cd
-        return cd, (sd if torch.finfo(sd).bits >= torch.finfo(cd).bits else cd)
+    def maths(self) -> ColumnMaths:
+        """The per-level maths of this engine (built per pass; it holds no state)."""
+        return ColumnMaths(self.levels, self.alpha, state_dtype=self.state_dtype,
+                           tolerance=self.tolerance, store_every=self.store_every,
+                           thresholds=self.thresholds,
+                           preserve_rng_state=self.preserve_rng_state, on_replay=self._count)
 
-    def tolerance_value(self) -> float:
-        cd = self.dtypes()[0]
-        return 1e3 * torch.finfo(cd).eps if self.tolerance is None else float(self.tolerance)
+    def _count(self) -> None:
+        self.recompute_count += 1
 
     def _inputs(self, s: Inputs) -> List[torch.Tensor]:
         if isinstance(s, torch.Tensor):
@@ -213,83 +212,6 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             )
         return readouts
 
-    # ------------------------------------------------------------------------- one level
-    def level(self, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
-              state_dtype: bool = True) -> torch.Tensor:
-        """``L_k^t(lower, upper)``: inputs cast to the compute dtype, the output to the state
-        dtype (``state_dtype=False``: left in the levels' own dtype)."""
-        cd, sd = self.dtypes()
-        out = self.levels[t][k](lower.to(cd), None if upper is None else upper.to(cd))
-        return out.to(sd) if state_dtype else out
-
-    def level_part(self, t: int, k: int) -> Part:
-        return Part([self.levels[t][k]], self.preserve_rng_state, f"level {k} of column {t}",
-                    on_replay=self._count)
-
-    def _count(self) -> None:
-        self.recompute_count += 1
-
-    def readout_input(self, c_top: torch.Tensor) -> torch.Tensor:
-        """A readout reads the top state in the levels' compute dtype."""
-        return c_top.to(self.dtypes()[0])
-
-    def level_transforms(self) -> List[List[List[nn.Module]]]:
-        """``[t][k]``: the weight-transform modules (e.g. WS convs) level ``L_k^t`` uses."""
-        return [[transformed_modules(level) for level in col] for col in self.levels]
-
-    def transform_steps(self, mods: List[List[List[nn.Module]]], reverse: bool = False):
-        """The levels' transform modules in forward order (``reverse``: the backward's)."""
-        order = [mods[t][k] for t in range(self.T) for k in range(self.L)]
-        return order[::-1] if reverse else order
-
-    def level_step(
-        self,
-        t: int,
-        k: int,
-        lower: torch.Tensor,
-        upper: Optional[torch.Tensor],
-        prev: Optional[torch.Tensor],
-        weights: Optional[LentWeights] = None,
-        mods: Optional[List[List[List[nn.Module]]]] = None,
-        states: Optional[Dict[Tuple[int, int], RecomputeState]] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``c_k^t = L_k^t(lower, upper) + alpha_k^t * prev``; returns ``(c_k^t, L_k^t)``.
-        With ``weights``, the level uses the transformed weights they lend (``mods[t][k]``);
-        with ``states``, it runs as a recomputable part whose state is recorded at ``(t, k)``."""
-        part = self.level_part(t, k)
-        with weights.lend(mods[t][k]) if weights is not None else nullcontext():
-            if states is not None:
-                with part.run(lower) as state:
-                    out = self.level(t, k, lower, upper)
-                states[(t, k)] = state
-            else:
-                part.reset()
-                out = self.level(t, k, lower, upper)
-        if weights is not None:
-            weights.release(mods[t][k])
-        return update(out, self.alpha[t][k], prev), out
-
-    def column(
-        self,
-        t: int,
-        s_t: torch.Tensor,
-        c_prev: Optional[Sequence[torch.Tensor]],
-        weights: Optional[LentWeights] = None,
-        mods: Optional[List[List[List[nn.Module]]]] = None,
-        states: Optional[Dict[Tuple[int, int], RecomputeState]] = None,
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """c^t from c^{t-1} (``None``: c^0 = 0). Returns (c^t, level outputs), both length L."""
-        c: List[torch.Tensor] = []
-        outs: List[torch.Tensor] = []
-        for k in range(self.L):
-            lower = s_t if k == 0 else c[k - 1]
-            upper = c_prev[k + 1] if (c_prev is not None and k < self.L - 1) else None
-            prev = c_prev[k] if c_prev is not None else None
-            c_k, out = self.level_step(t, k, lower, upper, prev, weights, mods, states)
-            c.append(c_k)
-            outs.append(out)
-        return c, outs
-
     # ------------------------------------------------------------------------- forward
     def forward(self, s: Inputs, readout: Readout = None) -> List[Optional[torch.Tensor]]:
         """Run the T columns; return ``[readout[t](c_{L-1}^t) for t in 0..T-1]``.
@@ -313,27 +235,29 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             bool(params) or any(x.requires_grad for x in s_list)
         )
         mode = self.memory_mode
+        maths = self.maths()
         if mode is MemoryMode.REVERSIBLE and grad:
-            return run_reversible(self, s_list, readouts)
+            outputs, self.last_report = run_reversible(maths, s_list, readouts)
+            return outputs
         # Transformed weights (weight standardisation) once per forward, not once per column
         # (a checkpointed column recomputes its own, so nothing is held across columns).
-        mods = self.level_transforms()
+        mods = maths.level_transforms()
         ckpt = mode is MemoryMode.CHECKPOINT and grad
-        weights = None if ckpt else LentWeights(self.transform_steps(mods))
+        weights = None if ckpt else LentWeights(maths.transform_steps(mods))
         outputs, c_prev = [], None
         for t in range(self.T):
             s_t = s_list[t if len(s_list) > 1 else 0]
             if ckpt:
                 part = Part(list(self.levels[t]), self.preserve_rng_state, f"column {t}")
-                c = list(checkpoint(part, _ColumnFn(self, t), s_t, *(c_prev or ())))
+                c = list(checkpoint(part, _ColumnFn(maths, t), s_t, *(c_prev or ())))
             else:
-                c, _ = self.column(t, s_t, c_prev, weights=weights, mods=mods)
-            r: Optional[torch.Tensor] = self.readout_input(c[-1])
+                c, _ = maths.column(t, s_t, c_prev, weights=weights, mods=mods)
+            r: Optional[torch.Tensor] = maths.readout_input(c[-1])
             if readouts is not None:
                 r = None
                 if readouts[t] is not None:
                     Part([readouts[t]]).reset()
-                    r = readouts[t](self.readout_input(c[-1]))
+                    r = readouts[t](maths.readout_input(c[-1]))
             outputs.append(r)
             c_prev = c
         return outputs
@@ -363,73 +287,23 @@ class TemporalColumns(HasMemoryMode, nn.Module):
             "recompute_count": self.recompute_count,
         }
 
-    @torch.no_grad()
     def reconstruction_error(self, s: Inputs) -> Dict[str, Any]:
-        """Measure the pure rebuild (no stored columns, no fix-ups) against the true states.
+        """The pure rebuild (no stored columns, no fix-ups) measured against the true states:
+        :func:`revsnn.reversible.check.column_reconstruction_error`."""
+        from ..check import column_reconstruction_error  # the diagnostics sit above the engine
 
-        Runs the columns keeping every state (a measurement, not training: memory O(T)),
-        rebuilds every column from the last by the inverse alone, and returns
-        ``max_rel_error`` (max over columns and levels of ``max|c_hat - c| / max|c|``),
-        ``per_column`` (that error per column and level, column 1 first), ``flips`` (elements
-        on a different side of a threshold than the true state) and ``estimate`` (the bound
-        used by the storing policy, for the same chain). BatchNorm statistics are untouched.
-        """
         s_list = self._inputs(s)
         self.clamp_alpha_()
-        T, L = self.T, self.L
         with frozen_norm_stats(self):
-            truth, level_out, c_prev = [], [], None
-            states: Dict[Tuple[int, int], RecomputeState] = {}
-            for t in range(T):
-                c_prev, outs = self.column(t, s_list[t if len(s_list) > 1 else 0], c_prev,
-                                           states=states)
-                truth.append(c_prev)
-                level_out.append(outs)
-            rebuilt: List[Optional[List[torch.Tensor]]] = [None] * T
-            rebuilt[T - 1] = truth[T - 1]
-            for t in range(T - 1, 0, -1):
-                c_t, c_p = rebuilt[t], [None] * L
-                for k in reversed(range(L)):
-                    lower = s_list[t if len(s_list) > 1 else 0] if k == 0 else c_t[k - 1]
-                    upper = c_p[k + 1] if k < L - 1 else None
-                    with self.level_part(t, k).replay(states[(t, k)], grad=False):
-                        out = self.level(t, k, lower, upper)
-                    c_p[k] = inverse_step(c_t[k], out, self.alpha[t][k])
-                rebuilt[t - 1] = c_p
-        u = torch.finfo(self.dtypes()[1]).eps / 2
-        per_col, flips, maxabs, delta, amin = [], 0, [], [[0.0] * L], [[1.0] * L]
-        for t in range(T):
-            errs = []
-            for k in range(L):
-                m = float(truth[t][k].abs().max())
-                e = float((rebuilt[t][k] - truth[t][k]).abs().max())
-                errs.append(e / m if m > 0 else e)
-                for v in self.thresholds:
-                    flips += int(((rebuilt[t][k] >= v) != (truth[t][k] >= v)).sum())
-            per_col.append(errs)
-            maxabs.append([float(x.abs().max()) for x in truth[t]])
-            if t > 0:
-                delta.append([
-                    float((inverse_step(truth[t][k], level_out[t][k], self.alpha[t][k])
-                           - truth[t - 1][k]).abs().max())
-                    for k in range(L)
-                ])
-                amin.append([float(a.abs().min()) for a in self.alpha[t]])
-        chain = error_chain(T - 1, -1, maxabs, delta, amin, u) if T > 1 else {}
-        estimate = max(
-            (E / m if m > 0 else 0.0 for j, Es in chain.items() for E, m in zip(Es, maxabs[j])),
-            default=0.0,
-        )
-        return {"max_rel_error": max(max(e) for e in per_col), "per_column": per_col,
-                "flips": flips, "estimate": estimate}
+            return column_reconstruction_error(self.maths(), s_list)
 
 
 class _ColumnFn:
     """One column as a function of its input and previous states (for checkpointing)."""
 
-    def __init__(self, engine: TemporalColumns, t: int) -> None:
-        self.engine, self.t = engine, t
+    def __init__(self, maths: ColumnMaths, t: int) -> None:
+        self.maths, self.t = maths, t
 
     def __call__(self, s_t: torch.Tensor, *c_prev: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        c, _ = self.engine.column(self.t, s_t, list(c_prev) if c_prev else None)
+        c, _ = self.maths.column(self.t, s_t, list(c_prev) if c_prev else None)
         return tuple(c)

@@ -27,7 +27,7 @@ through the transform once, at the last use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -35,11 +35,9 @@ from torch import nn
 from ..recompute import Part, refuse_create_graph, trainable_parameters, vjp
 from ..state import RecomputeState
 from ..weights import LentWeights
-from .policy import Decision, Fixup, RebuildPolicy, apply_fixup
+from .levels import ColumnMaths
+from .policy import ColumnReport, Decision, Fixup, RebuildPolicy, apply_fixup
 from .recurrence import inverse_step
-
-if TYPE_CHECKING:
-    from .engine import TemporalColumns
 
 __all__ = ["run_reversible"]
 
@@ -52,19 +50,19 @@ def _add(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch
     return a if b is None else a + b
 
 
-class _Plan:
-    """What the level Functions of one REVERSIBLE forward share: the engine, the readouts, the
+class _Pass:
+    """What the level Functions of one REVERSIBLE pass share: the per-level maths, the readouts, the
     storing policy, the recompute states, and in the backward the states being rebuilt
     (``link[(t, k)] = c_k^t``), the stored states and fix-ups handed from a column's top level
     to its other levels, and the lent transformed weights."""
 
-    def __init__(self, engine: TemporalColumns, readouts: Optional[Sequence[nn.Module]],
+    def __init__(self, maths: ColumnMaths, readouts: Optional[Sequence[nn.Module]],
                  policy: RebuildPolicy) -> None:
-        self.engine = engine
+        self.maths = maths
         self.readouts = readouts
         self.policy = policy
-        self.mods = engine.level_transforms()
-        self.weights = LentWeights(engine.transform_steps(self.mods))
+        self.mods = maths.level_transforms()
+        self.weights = LentWeights(maths.transform_steps(self.mods))
         self.states: Dict[Key, RecomputeState] = {}
         self.readout_states: Dict[int, RecomputeState] = {}
         self.column_outs: List[torch.Tensor] = []  # level outputs of the column being built
@@ -73,12 +71,13 @@ class _Plan:
         self.fixups: Dict[Key, Fixup] = {}  # fix-ups of rebuilt c_k^{t-1}, keyed (t - 1, k)
         self.back_weights: Optional[LentWeights] = None
         self.link_forward: Dict[Key, torch.Tensor] = {}  # c_k^t of the columns t-1, t (forward)
+        self.report = ColumnReport()  # the storing policy's report, once the pass has run
 
     def readout_part(self, t: int) -> Optional[Part]:
         """The readout of column t as a part (``None``: the identity readout)."""
         if self.readouts is None:
             return None
-        return Part([self.readouts[t]], self.engine.preserve_rng_state, f"readout of column {t}")
+        return Part([self.readouts[t]], self.maths.preserve_rng_state, f"readout of column {t}")
 
     def reads(self, t: int) -> bool:
         return self.readouts is None or self.readouts[t] is not None
@@ -86,21 +85,21 @@ class _Plan:
 
 class _LevelFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan: _Plan, t: int, k: int, has_upper: bool, has_prev: bool,
+    def forward(ctx, ps: _Pass, t: int, k: int, has_upper: bool, has_prev: bool,
                 lower: torch.Tensor, *rest: torch.Tensor):
-        eng = plan.engine
+        eng = ps.maths
         L = eng.L
         upper = rest[0] if has_upper else None
         prev = rest[int(has_upper)] if has_prev else None
         n_in = int(has_upper) + int(has_prev)
-        c, out = eng.level_step(t, k, lower, upper, prev, plan.weights, plan.mods,
-                                plan.states)
-        ctx.plan, ctx.t, ctx.k, ctx.has_upper, ctx.has_prev = plan, t, k, has_upper, has_prev
+        c, out = eng.level_step(t, k, lower, upper, prev, ps.weights, ps.mods,
+                                ps.states)
+        ctx.ps, ctx.t, ctx.k, ctx.has_upper, ctx.has_prev = ps, t, k, has_upper, has_prev
         ctx.params = rest[n_in:]
         ctx.set_materialize_grads(False)
         if k == 0:
-            plan.column_outs = []
-        plan.column_outs.append(out)
+            ps.column_outs = []
+        ps.column_outs.append(out)
         tensors: List[torch.Tensor] = [lower] if k == 0 else []
         ctx.n_stored = ctx.fix_keys = None
         if k < L - 1:
@@ -108,18 +107,18 @@ class _LevelFunction(torch.autograd.Function):
             return c
         # the column's top level: its readout, and the storing decision on column t - 1
         r: Optional[torch.Tensor] = None
-        part = plan.readout_part(t)
+        part = ps.readout_part(t)
         top = eng.readout_input(c)
         if part is None:
             r = top
-        elif plan.reads(t):
+        elif ps.reads(t):
             with part.run(top) as state:
-                r = plan.readouts[t](top)
-            plan.readout_states[t] = state
-        c_col = [plan.link_forward[(t, j)] for j in range(L - 1)] + [c]
-        c_prev = [plan.link_forward.get((t - 1, j)) for j in range(L)] if t > 0 else None
-        decision: Decision = plan.policy.step(t, c_col, plan.column_outs, c_prev, eng.alpha[t])
-        plan.column_outs = []
+                r = ps.readouts[t](top)
+            ps.readout_states[t] = state
+        c_col = [ps.link_forward[(t, j)] for j in range(L - 1)] + [c]
+        c_prev = [ps.link_forward.get((t - 1, j)) for j in range(L)] if t > 0 else None
+        decision: Decision = ps.policy.step(t, c_col, ps.column_outs, c_prev, eng.alpha[t])
+        ps.column_outs = []
         stored = decision.stored or []
         ctx.n_stored = len(stored)
         ctx.fix_keys = sorted(decision.fixups)
@@ -130,8 +129,8 @@ class _LevelFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dc: Optional[torch.Tensor], d_r: Optional[torch.Tensor] = None):
-        plan: _Plan = ctx.plan
-        eng, t, k = plan.engine, ctx.t, ctx.k
+        ps: _Pass = ctx.ps
+        eng, t, k = ps.maths, ctx.t, ctx.k
         L = eng.L
         refuse_create_graph(f"TemporalColumns level {k} of column {t}")
         cd = eng.dtypes()[0]
@@ -141,10 +140,10 @@ class _LevelFunction(torch.autograd.Function):
             n_fix = 2 * len(ctx.fix_keys)
             fix, stored = saved[:n_fix], saved[n_fix:]
             for i, j in enumerate(ctx.fix_keys):
-                plan.fixups[(t - 1, j)] = (fix[2 * i], fix[2 * i + 1])
+                ps.fixups[(t - 1, j)] = (fix[2 * i], fix[2 * i + 1])
             for j, x in enumerate(stored):
-                plan.exact[(t - 1, j)] = x
-        c_t = plan.link[(t, k)]
+                ps.exact[(t - 1, j)] = x
+        c_t = ps.link[(t, k)]
         p_grads: Dict[int, torch.Tensor] = {}
 
         def accumulate(params: Sequence[torch.Tensor], gs: Sequence[Optional[torch.Tensor]]):
@@ -152,39 +151,39 @@ class _LevelFunction(torch.autograd.Function):
                 if g is not None:
                     p_grads[id(p)] = _add(p_grads.get(id(p)), g)
 
-        if k == L - 1 and d_r is not None and plan.reads(t):  # the readout of the top state
-            part = plan.readout_part(t)
+        if k == L - 1 and d_r is not None and ps.reads(t):  # the readout of the top state
+            part = ps.readout_part(t)
             if part is None:
                 dc = _add(dc, d_r)
             else:
                 top = eng.readout_input(c_t).detach().requires_grad_(True)
-                with part.replay(plan.readout_states[t]) as aliases:
-                    outs = [plan.readouts[t](top)]
+                with part.replay(ps.readout_states[t]) as aliases:
+                    outs = [ps.readouts[t](top)]
                 (g_top,), d_p, _ = vjp(outs, [d_r], [top], aliases, part.name)
                 del top
                 dc = _add(dc, g_top)
                 accumulate(aliases.params, d_p)
 
         alpha = eng.alpha[t][k]
-        lower_v = s_t if k == 0 else plan.link[(t, k - 1)]
+        lower_v = s_t if k == 0 else ps.link[(t, k - 1)]
         lower = lower_v.detach().to(cd).requires_grad_(ctx.needs_input_grad[5])
         upper = None
         if ctx.has_upper:
-            upper = plan.link[(t - 1, k + 1)].detach().to(cd).requires_grad_(True)
-        mods = plan.mods[t][k]
+            upper = ps.link[(t - 1, k + 1)].detach().to(cd).requires_grad_(True)
+        mods = ps.mods[t][k]
         part = eng.level_part(t, k)
         lent = [p for m in mods for p in m.transform_parameters()]
-        weights = plan.back_weights
-        with part.replay(plan.states[(t, k)], lent=lent) as aliases, \
+        weights = ps.back_weights
+        with part.replay(ps.states[(t, k)], lent=lent) as aliases, \
                 weights.lend(mods) as w_hats:
             outs = [eng.level(t, k, lower, upper, state_dtype=False)]
         c_prev: Optional[torch.Tensor] = None
         if ctx.has_prev:  # rebuild c_k^{t-1} by the inverse (or take it from storage)
-            c_prev = plan.exact.pop((t - 1, k), None)
+            c_prev = ps.exact.pop((t - 1, k), None)
             if c_prev is None:
                 c_prev = apply_fixup(inverse_step(c_t, outs[0].detach(), alpha.detach()),
-                                     plan.fixups.pop((t - 1, k), None))
-            plan.link[(t - 1, k)] = c_prev
+                                     ps.fixups.pop((t - 1, k), None))
+            ps.link[(t - 1, k)] = c_prev
         d_prev = None
         if dc is not None:
             if alpha.requires_grad:  # c_k^t = out + alpha * c_k^{t-1}  (c_k^0 = 0)
@@ -212,7 +211,7 @@ class _LevelFunction(torch.autograd.Function):
         del outs, lower, upper, lent_leaves
         for p_id, gp in weights.release(mods).items():  # last use: W_hat -> W
             p_grads[p_id] = _add(p_grads.get(p_id), gp)
-        del plan.link[(t, k)]  # this level is the last reader of c_k^t
+        del ps.link[(t, k)]  # this level is the last reader of c_k^t
         ins = ([d_upper] if ctx.has_upper else []) + ([d_prev] if ctx.has_prev else [])
         return (None, None, None, None, None, d_lower, *ins,
                 *(p_grads.get(id(p)) for p in ctx.params))
@@ -223,18 +222,18 @@ class _JoinFunction(torch.autograd.Function):
     columns' backward, which hands the saved states to the last column)."""
 
     @staticmethod
-    def forward(ctx, plan: _Plan, L: int, *args: torch.Tensor):
+    def forward(ctx, ps: _Pass, L: int, *args: torch.Tensor):
         c_last, rs = args[:L], args[L:]  # the readouts that exist
         ctx.save_for_backward(*c_last)
-        ctx.plan, ctx.L = plan, L
-        plan.engine.last_report = plan.policy.finish()
-        plan.link_forward = {}
+        ctx.ps, ctx.L = ps, L
+        ps.report = ps.policy.finish()
+        ps.link_forward = {}
         ctx.set_materialize_grads(False)
         return tuple(r.view_as(r) for r in rs)
 
     @staticmethod
     def backward(ctx, *d_r: Optional[torch.Tensor]):
-        plan: _Plan = ctx.plan
+        ps: _Pass = ctx.ps
         refuse_create_graph("TemporalColumns")
         try:
             c_last = list(ctx.saved_tensors)
@@ -243,46 +242,48 @@ class _JoinFunction(torch.autograd.Function):
                 "backward through TemporalColumns a second time: its saved states were freed by "
                 "the first backward; pass retain_graph=True to the first backward"
             ) from err
-        T = plan.engine.T
-        plan.link = {(T - 1, k): c for k, c in enumerate(c_last)}
-        plan.exact, plan.fixups = {}, {}
-        plan.back_weights = LentWeights(plan.engine.transform_steps(plan.mods, reverse=True),
+        T = ps.maths.T
+        ps.link = {(T - 1, k): c for k, c in enumerate(c_last)}
+        ps.exact, ps.fixups = {}, {}
+        ps.back_weights = LentWeights(ps.maths.transform_steps(ps.mods, reverse=True),
                                         leaves=True)
         return (None, None, *([None] * ctx.L), *d_r)
 
 
-def run_reversible(engine: TemporalColumns, s_list: List[torch.Tensor],
-                   readouts: Optional[Sequence[nn.Module]]) -> List[Optional[torch.Tensor]]:
-    """The T columns in REVERSIBLE mode; returns every column's readout."""
-    T, L = engine.T, engine.L
+def run_reversible(maths: ColumnMaths, s_list: List[torch.Tensor],
+                   readouts: Optional[Sequence[nn.Module]]
+                   ) -> Tuple[List[Optional[torch.Tensor]], ColumnReport]:
+    """The T columns in REVERSIBLE mode; returns every column's readout and the storing
+    policy's report."""
+    T, L = maths.T, maths.L
     policy = RebuildPolicy(
-        T, L, engine.tolerance_value(), engine.thresholds, engine.store_every,
-        engine.dtypes()[1], int(s_list[0].shape[0]),
+        T, L, maths.tolerance_value(), maths.thresholds, maths.store_every,
+        maths.dtypes()[1], int(s_list[0].shape[0]),
     )
-    plan = _Plan(engine, readouts, policy)
+    ps = _Pass(maths, readouts, policy)
     rs: List[Optional[torch.Tensor]] = []
     for t in range(T):
         s_t = s_list[t if len(s_list) > 1 else 0]
         for k in range(L):
-            lower = s_t if k == 0 else plan.link_forward[(t, k - 1)]
+            lower = s_t if k == 0 else ps.link_forward[(t, k - 1)]
             has_upper = t > 0 and k < L - 1
             has_prev = t > 0
-            ins = ([plan.link_forward[(t - 1, k + 1)]] if has_upper else []) + (
-                [plan.link_forward[(t - 1, k)]] if has_prev else [])
-            mods = [engine.levels[t][k]]
+            ins = ([ps.link_forward[(t - 1, k + 1)]] if has_upper else []) + (
+                [ps.link_forward[(t - 1, k)]] if has_prev else [])
+            mods = [maths.levels[t][k]]
             if k == L - 1 and readouts is not None:
                 mods.append(readouts[t])
-            alpha = engine.alpha[t][k]
+            alpha = maths.alpha[t][k]
             params = trainable_parameters(mods) + ([alpha] if alpha.requires_grad else [])
-            out = _LevelFunction.apply(plan, t, k, has_upper, has_prev, lower, *ins, *params)
+            out = _LevelFunction.apply(ps, t, k, has_upper, has_prev, lower, *ins, *params)
             if k == L - 1:
                 c, r = out
                 rs.append(r)
             else:
                 c = out
-            plan.link_forward[(t, k)] = c
+            ps.link_forward[(t, k)] = c
         for k in range(L):  # column t - 1 is no longer read
-            plan.link_forward.pop((t - 1, k), None)
-    c_last = [plan.link_forward[(T - 1, k)] for k in range(L)]
-    joined = iter(_JoinFunction.apply(plan, L, *c_last, *(r for r in rs if r is not None)))
-    return [next(joined) if r is not None else None for r in rs]
+            ps.link_forward.pop((t - 1, k), None)
+    c_last = [ps.link_forward[(T - 1, k)] for k in range(L)]
+    joined = iter(_JoinFunction.apply(ps, L, *c_last, *(r for r in rs if r is not None)))
+    return [next(joined) if r is not None else None for r in rs], ps.report

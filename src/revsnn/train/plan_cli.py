@@ -99,12 +99,11 @@ def _setup(args) -> Dict[str, Any]:
     """Model, example input, step functions, from the command line."""
     import torch
 
+    from ..models.objective import TrainForward, model_loss
     from ..models.registry import model_info
-    from ..train.build import TrainForward
-    from ..train.config import TrainConfig, apply_overrides
-    from ..train.loss import model_loss
-    from ..train.optim import build_optimizer
-    from .parts import parse_bytes
+    from ..units import parse_bytes
+    from .config import TrainConfig, apply_overrides
+    from .optim import build_optimizer
 
     for name in ("batch", "T", "image_size", "num_classes", "threads", "profile_batch", "rounds",
                  "repeats", "world_size"):
@@ -140,7 +139,7 @@ def _setup(args) -> Dict[str, Any]:
 
 
 def _table(s: Dict[str, Any], sol, measured: Optional[Dict[str, Any]], args, prof) -> str:
-    from .parts import MIB, format_bytes
+    from ..units import MIB, format_bytes
 
     p = sol.prediction
     dev = s["device"]
@@ -184,9 +183,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``revsnn plan``; returns 0 (fits), 1 (no plan fits) or 2 (bad input)."""
     import torch
 
-    from .measure import measure_plan
-    from .profiler import profile
-    from .solver import max_batch, solve
+    from ..plan.measure import measure_plan
+    from ..plan.profiler import profile
+    from ..plan.solver import max_batch, solve
 
     parser = build_parser()
     try:
@@ -199,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         prof = profile(s["model"], prof_x, forward=s["forward"], loss_fn=s["loss_fn"],
                        optimizer=s["optimizer"], rounds=args.rounds)
         if args.world_size > 1:
-            from .sharded import optimizer_state_factor, shard_profile
+            from ..plan.sharded import optimizer_state_factor, shard_profile
 
             prof = shard_profile(prof, s["model"], args.world_size,
                                  optimizer_state_factor(args.optimizer))

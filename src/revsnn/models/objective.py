@@ -1,5 +1,6 @@
-"""Training losses.
+"""The training objective: the module a training step calls and its losses.
 
+- :class:`TrainForward`: every head's logits as a list (the last one is the final head).
 - :func:`soft_cross_entropy`: cross-entropy with label smoothing ``ls`` against hard labels
   ``[B]`` or soft targets ``[B, K]`` (mixup/cutmix): ``t' = (1 - ls) t + ls / K``,
   ``CE = -mean_b sum_k t'_bk log softmax(z_b)_k`` (computed in float32).
@@ -10,12 +11,36 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["column_loss", "model_loss", "soft_cross_entropy"]
+__all__ = ["TrainForward", "column_loss", "model_loss", "soft_cross_entropy"]
+
+
+class TrainForward(nn.Module):
+    """Every head's logits as a list (the last one is the final head).
+
+    Models with several heads expose ``forward_heads(x) -> list[Tensor]`` (T-RevSNN: one head
+    per column); others return one logits tensor from ``forward``. Wrapping this module (not
+    the model) in DistributedDataParallel keeps gradient synchronisation on the path that
+    training actually runs.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        fn = getattr(self.model, "forward_heads", None)
+        if callable(fn):
+            out = list(fn(x))
+            if not out:
+                raise ValueError(f"{type(self.model).__name__}.forward_heads returned no heads")
+            return out
+        return [self.model(x)]
 
 
 def soft_cross_entropy(
