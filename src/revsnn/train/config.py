@@ -302,9 +302,12 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     elif cfg.max_batch:
         raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
     parse_device(cfg.device)
-    from .sharding import check_parallel
-
-    check_parallel(cfg.parallel, 1, cfg.batch_size, cfg.fsdp_param_dtype, cfg.fsdp_reduce_dtype)
+    if cfg.parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"--parallel {cfg.parallel!r}: expected one of ddp, fsdp")
+    for key in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
+        value = getattr(cfg, key)
+        if value is not None and value not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"{key} {value!r}: expected one of float32, bfloat16, float16")
     for key in ("T", "epochs", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
