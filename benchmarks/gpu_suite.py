@@ -18,7 +18,8 @@ Sections (``--only`` picks some), each the same benchmark command as on a CPU wi
   against one GPU, RevSResNet37 and a 0.33B-parameter RevSResNet in reversible mode;
 - ``checks``: equality checks -- a channels_last copy against the contiguous model, and under
   bf16 autocast each memory mode against ``none`` (relative differences of the logits and of
-  every parameter gradient, and whether they are within tolerance).
+  every parameter gradient, and whether they are within tolerance); each model in a child
+  process under ``MALLOC_CHECK_=3``, so a native crash is a failed row with its message.
 
 ``--device cpu --smoke`` runs every section on tiny models in seconds (a test does, so the
 script cannot rot); its files go under ``results/gpu_suite_smoke`` unless ``--out``.
@@ -32,6 +33,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,39 +104,69 @@ def _rel(a, b) -> float:
 
 
 def equality_checks(names, device, image, batch):
+    """Each model's checks in a child process (``--check-model``): channels_last and autocast
+    cross native kernels in unusual layouts, and a native crash there (PyTorch's oneDNN
+    backward of a strided 1x1 conv in channels_last corrupts the heap on some CPUs:
+    revsnn.spiking.pointwise) must become a failed row with its message, not a dead suite."""
     rows = []
     for name in names:
-        model = create(name, device=device)
-        x, y = random_batches(3, image, 10)(batch)
-        x, y = x.to(device), y.to(device)
-        modes = [m.value for m in supported_modes(model)]
-        for mode in modes:
-            if callable(getattr(model, "set_memory_mode", None)):
-                model.set_memory_mode(mode)
-            cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-            pairs = {"channels_last": (
-                (cl, x.contiguous(memory_format=torch.channels_last), y, False),
-                (model, x, y, False))}  # (model, x, target, autocast) of the two runs
-            if mode != "none":
-                ref = copy.deepcopy(model)
-                ref.set_memory_mode("none")
-                pairs["bf16_autocast"] = ((model, x, y, True), (ref, x, y, True))
-            for check, (args_a, args_b) in pairs.items():
-                row = {"check": check, "model": name, "mode": mode,
-                       "against": "contiguous" if check == "channels_last" else "none"}
-                try:
-                    (la, ga), (lb, gb) = _step(*args_a), _step(*args_b)
-                except (RuntimeError, ValueError) as err:  # reported, not hidden
-                    row.update(ok=False, error=f"{type(err).__name__}: {err}"[:200])
-                else:
-                    row.update(logits_rel=_rel(la, lb),
-                               grad_rel_max=max(_rel(a, b) for a, b in zip(ga, gb)))
-                    row["ok"] = max(row["logits_rel"], row["grad_rel_max"]) <= TOL[check]
-                rows.append(row)
-                print(f"[gpu_suite] {check} {name} [{mode}]: " + ", ".join(
-                    f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in row.items() if k in ("logits_rel", "grad_rel_max", "ok",
-                                                     "error")), file=sys.stderr, flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--check-model", name, "--device",
+               device, "--image", str(image), "--batch", str(batch)]
+        env = dict(os.environ, MALLOC_CHECK_="3")  # abort at the first heap corruption
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            done = None
+        sys.stderr.write("" if done is None else done.stderr)
+        if done is not None and done.returncode == 0:
+            rows += json.loads(done.stdout.strip().splitlines()[-1])
+            continue
+        why = ("timed out after 1800 s" if done is None else
+               f"child exited with {done.returncode}" + (" (signal: a native crash)"
+                                                         if done.returncode < 0 else ""))
+        tail = "" if done is None else " | ".join(done.stderr.strip().splitlines()[-3:])
+        for check in TOL:
+            rows.append({"check": check, "model": name, "mode": "all", "against":
+                         "contiguous" if check == "channels_last" else "none", "ok": False,
+                         "error": f"{why}: {tail}"[:300]})
+    return rows
+
+
+def model_checks(name, device, image, batch):
+    """The rows of one model's checks (run in the child of :func:`equality_checks`)."""
+    torch.set_num_threads(1)
+    rows = []
+    model = create(name, device=device)
+    x, y = random_batches(3, image, 10)(batch)
+    x, y = x.to(device), y.to(device)
+    modes = [m.value for m in supported_modes(model)]
+    for mode in modes:
+        if callable(getattr(model, "set_memory_mode", None)):
+            model.set_memory_mode(mode)
+        cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        pairs = {"channels_last": (
+            (cl, x.contiguous(memory_format=torch.channels_last), y, False),
+            (model, x, y, False))}  # (model, x, target, autocast) of the two runs
+        if mode != "none":
+            ref = copy.deepcopy(model)
+            ref.set_memory_mode("none")
+            pairs["bf16_autocast"] = ((model, x, y, True), (ref, x, y, True))
+        for check, (args_a, args_b) in pairs.items():
+            row = {"check": check, "model": name, "mode": mode,
+                   "against": "contiguous" if check == "channels_last" else "none"}
+            try:
+                (la, ga), (lb, gb) = _step(*args_a), _step(*args_b)
+            except (RuntimeError, ValueError) as err:  # reported, not hidden
+                row.update(ok=False, error=f"{type(err).__name__}: {err}"[:200])
+            else:
+                row.update(logits_rel=_rel(la, lb),
+                           grad_rel_max=max(_rel(a, b) for a, b in zip(ga, gb)))
+                row["ok"] = max(row["logits_rel"], row["grad_rel_max"]) <= TOL[check]
+            rows.append(row)
+            print(f"[gpu_suite] {check} {name} [{mode}]: " + ", ".join(
+                f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in row.items() if k in ("logits_rel", "grad_rel_max", "ok",
+                                                 "error")), file=sys.stderr, flush=True)
     return rows
 
 
@@ -143,7 +177,13 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", default=[*SECTIONS, "checks"],
                    choices=[*SECTIONS, "checks"])
     p.add_argument("--out", type=Path, default=None, help="folder of the results files")
+    p.add_argument("--check-model", default=None, help=argparse.SUPPRESS)  # one child's checks
+    p.add_argument("--image", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.check_model:
+        print(json.dumps(model_checks(args.check_model, args.device, args.image, args.batch)))
+        return 0
     command = command_line([__file__, *(sys.argv[1:] if argv is None else argv)])
     kind = torch.device(args.device).type
     if kind == "cuda" and not torch.cuda.is_available():

@@ -4,29 +4,24 @@ calls) runs on tiny models and writes its results file, so the GPU suite cannot 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from revsnn.bench.results import read_results
+from subproc import run_isolated
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    n = torch.get_num_threads()
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import gpu_suite
-
-        out = tmp_path_factory.mktemp("gpu_suite")
-        assert gpu_suite.main(["--device", "cpu", "--smoke", "--out", str(out)]) == 0
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        torch.set_num_threads(n)
+    """The suite in a child (tests/subproc.py): its checks cross native kernels in unusual
+    layouts, where a native crash must fail these tests, not end the test run."""
+    out = tmp_path_factory.mktemp("gpu_suite")
+    run_isolated(argv=[str(BENCHMARKS / "gpu_suite.py"), "--device", "cpu", "--smoke", "--out",
+                       str(out)], timeout=1500, what="gpu_suite.py --device cpu --smoke")
     return out
 
 
@@ -90,3 +85,21 @@ def test_plan_section_measures_plans_and_the_peers_beside_them(smoke):
     assert "| spikingjelly:ms_resnet34+memopt4 | skipped" in (
         smoke / "plan_budgets_cpu.md").read_text()
     assert (smoke / "plan_space_ms_resnet_test_cpu.png").stat().st_size > 0
+
+
+def test_a_failing_check_child_becomes_failed_rows_with_its_message():
+    """A check whose child dies (here: a model the registry does not know) is reported as
+    failed rows carrying the child's message; the suite goes on."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import gpu_suite
+
+        rows = gpu_suite.equality_checks(["no_such_model"], "cpu", 8, 2)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert {r["check"] for r in rows} == {"channels_last", "bf16_autocast"}
+    for r in rows:
+        assert r["ok"] is False and "child exited with 1" in r["error"], r
+        assert "no_such_model" in r["error"], r

@@ -13,6 +13,7 @@ from torch import nn
 from revsnn.measure import saved_tensor_bytes
 from revsnn.reversible.columns import TemporalColumns
 from revsnn.spiking import stateless_spike
+from subproc import run_isolated
 
 THRESHOLDS = (0.0, 0.5, 1.0)
 
@@ -215,7 +216,13 @@ def test_second_backward_and_bad_input_are_clear_errors():
 
 
 def test_threshold_fixups_work_on_channels_last_states():
-    """Regression: rebuilding a channels_last state with sparse fix-ups crashed (no flat view)."""
+    """Regression: rebuilding a channels_last state with sparse fix-ups crashed (no flat view).
+    In a child (tests/subproc.py): channels_last crosses native kernels in an unusual layout."""
+    run_isolated("from test_columns import threshold_fixups_on_channels_last\n"
+                 "threshold_fixups_on_channels_last()", what="channels_last fix-ups")
+
+
+def threshold_fixups_on_channels_last() -> None:
     import revsnn
 
     torch.manual_seed(0)
@@ -308,3 +315,35 @@ def test_readout_with_parameters_dropout_and_bn_is_trained_through_the_engine():
             assert rel(a, b) <= 1e-10
         for a, b in zip(got["bufs"], ref["bufs"]):
             assert torch.equal(a, b)  # running stats once, num_batches_tracked == 1
+
+
+@pytest.mark.parametrize("seed", [3, 6])
+def test_alpha_at_its_floor_in_float32_keeps_alpha_gradients_to_rounding(seed):
+    """float32 levels on float64 states (T-RevSNN's set-up), T = 5, every alpha set to -1e-4 and
+    so clamped to -1e-3: the rebuilt states are within the default tolerance (one float32 ulp of
+    max|c|), so alpha's gradient -- which reads state values, not spikes -- equals plain
+    autograd's to rounding, like every other gradient (with a tolerance of 1e3 eps no column
+    is stored and alpha's gradient is off by up to 2.6e-4 relative)."""
+    T = 5
+    engine = make_engine(T=T, dtype=torch.float32, seed=seed, state_dtype=torch.float64)
+    with torch.no_grad():
+        for col in engine.alpha:
+            for a in col:
+                a.fill_(-1e-4)
+    s = torch.randn(4, 2, 8, 8)
+    ref = run(engine, "none", s)
+    res = run(engine, "reversible", s)
+    assert all(torch.all(a == -1e-3) for col in engine.alpha for a in col)
+    summary = engine.memory_summary()
+    eps = torch.finfo(torch.float32).eps
+    assert summary["tolerance"] <= eps and summary["est_max_rel_error"] <= summary["tolerance"]
+    assert summary["stored_columns"]  # the bound, not luck, keeps it right
+    worst_alpha = max(rel(res[2][n], g) for n, g in ref[2].items() if n.startswith("alpha"))
+    assert worst_alpha <= 1e-5, worst_alpha
+    assert_same(res, ref, 1e-5)
+    # the bound is an upper bound: rebuilding all columns from the last one (no stores, no
+    # fix-ups), the measured error stays within the estimate -- and exceeds the tolerance, so
+    # the stored column was needed
+    m = engine.reconstruction_error(s)
+    assert m["flips"] == 0
+    assert summary["tolerance"] < m["max_rel_error"] <= m["estimate"]

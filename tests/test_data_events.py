@@ -18,7 +18,8 @@ from revsnn.data import (
 )
 from revsnn.data.events import make_events
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "events"
+_CANDIDATES = [p / "shared" / "data" / "events" for p in Path(__file__).resolve().parents[2:4]]
+SHARED = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"real recordings not found at {SHARED} (../shared is absent)"
 )

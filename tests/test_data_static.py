@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from revsnn.data import DataNotFoundError, load_dataset, read_idx
-from revsnn.data.static import load_cifar, load_idx_split
+from revsnn.data.cifar import load_cifar
+from revsnn.data.static import load_idx_split
 
 
 def write_idx(path, array, gz=False):

@@ -109,3 +109,32 @@ def test_lookup_paths():
     with pytest.raises(KeyError, match="no key"):
         lookup(doc, "summary.z")
     assert json.loads(json.dumps(doc)) == doc
+
+
+def test_the_main_job_accuracy_is_a_multi_seed_claim_a_newcomer_can_check():
+    """The README gives the main job's accuracy over seeds (mean, standard deviation, range)
+    from benchmarks/main_seeds.py's results file, says that CPUs move it by a few test images,
+    and calls no run deterministic; the file's summary is the statistics of its own rows."""
+    import statistics
+
+    doc = read_results(RESULTS / "main_job_seeds_cpu.json")
+    prov, rows, s = doc["provenance"], doc["rows"], doc["summary"]
+    assert "benchmarks/main_seeds.py" in prov["command"]
+    for key in ("device", "torch", "threads", "commit"):
+        assert prov.get(key) not in (None, "", "unknown"), key
+    seeds = [r["seed"] for r in rows]
+    assert len(rows) >= 5 and len(set(seeds)) == len(rows) == s["runs"]
+    for key in ("final_test_acc", "best_test_acc", "total_time_s"):
+        values = [r[key] for r in rows]
+        assert all(v > 0 for v in values), key
+        assert s[key]["mean"] == pytest.approx(statistics.fmean(values)), key
+        assert s[key]["std"] == pytest.approx(statistics.stdev(values)), key
+        assert (s[key]["min"], s[key]["max"]) == (min(values), max(values)), key
+    assert all(r["threads"] == prov["threads"] and r["torch"] == prov["torch"] for r in rows)
+    readme = (ROOT / "README.md").read_text()
+    quoted = {sp.path for sp in find_spans(ROOT / "README.md")
+              if sp.file == "main_job_seeds_cpu.json"}
+    assert {f"summary.final_test_acc.{k}" for k in ("mean", "std", "min", "max")} <= quoted
+    assert "few test images" in readme
+    for path in (ROOT / "README.md", ROOT / "docs" / "training.md"):
+        assert "deterministic" not in path.read_text(), path.name

@@ -28,7 +28,23 @@ COMMANDS = ("train", "eval", "convert", "export", "bench", "plan", "models")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``revsnn <command>``; an expected failure of any command (bad file or value, out of
+    memory, full disk) is one line on stderr and exit code 2 (:mod:`revsnn.errors`)."""
+    from .errors import expected_error
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except Exception as err:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        line = expected_error(err)
+        if line is None:
+            raise
+        cmd = argv[0] if argv else ""
+        print(line if line.startswith("revsnn ") else f"revsnn {cmd}: {line}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: List[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)  # bare `revsnn` explains itself; the main job is `revsnn train`
         return 0

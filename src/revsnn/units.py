@@ -6,6 +6,7 @@ of 1000; :data:`MIB` is ``2**20`` bytes.
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["MIB", "format_bytes", "parse_bytes"]
@@ -35,6 +36,8 @@ def parse_bytes(text) -> int:
                 "such as 8GiB, 512MiB, 1.5G (binary) or 8GB (decimal)"
             )
         value, unit = float(m.group(1)), m.group(2).lower()
+    if not math.isfinite(value * _UNITS[unit]):
+        raise ValueError(f"the memory size {text!r} is not a finite number of bytes")
     n = int(round(value * _UNITS[unit]))
     if n <= 0:
         raise ValueError(f"a memory size must be positive, got {text!r}")

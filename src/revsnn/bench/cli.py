@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..errors import OneLineParser
 from ..reversible.mode import MemoryMode
 from . import report
 from .energy import E_AC_PJ, E_MAC_PJ, SpikeInput, count_synops
@@ -75,7 +76,7 @@ def _modes(text: str) -> List[MemoryMode]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="revsnn bench",
         description="Training memory per image, step time and synaptic-operation energy of "
         "registered models, every memory mode measured in the same process.",
@@ -394,9 +395,14 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``revsnn bench`` (argv without the leading "bench")."""
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         return _run(args)
-    except (ValueError, TypeError, ImportError) as e:
-        print(f"revsnn bench: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        from ..errors import expected_error
+
+        line = expected_error(e)
+        if line is None:
+            raise
+        print(line if line.startswith("revsnn ") else f"revsnn bench: {line}", file=sys.stderr)
         return 2

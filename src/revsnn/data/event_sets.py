@@ -10,6 +10,9 @@ it reads, for split checks). Train and test recordings never overlap:
   present, else the official one by subject (users 1-23 train, 24-29 test).
 - ``cifar10_dvs``: ``root/<class>/*.aedat`` (AEDAT 2.0, 10 class folders, no official split): per
   class the recordings sorted by their number, the last ``test_fraction`` (10 %) are the test set.
+
+A sample without events (an empty recording or gesture window) or with events outside the sensor
+is a :class:`~revsnn.data.limits.DataError` naming its file, never all-zero frames.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .events import (
     read_nmnist,
     slice_by_time,
 )
+from .limits import data_error
 from .static import DataNotFoundError
 
 __all__ = ["CIFAR10DVSSet", "DVSGestureSet", "EventFrameSet", "NMNISTSet"]
@@ -85,7 +89,12 @@ class EventFrameSet(torch.utils.data.Dataset):
         ev = self._events(path)
         if start is not None:
             ev = slice_by_time(ev, start, end)
-        frames = events_to_frames(ev, self.T, self.sensor_size, self.mode, self.out_size)
+        if not len(ev):  # all-zero frames would train on nothing: refuse the sample
+            window = "" if start is None else f" between {start} and {end} µs"
+            raise data_error(path, f"no events{window} (an empty recording); remove it or its "
+                                   "label")
+        frames = events_to_frames(ev, self.T, self.sensor_size, self.mode, self.out_size,
+                                  source=path)
         return torch.from_numpy(frames), label  # [T, 2, H, W]
 
 
@@ -140,7 +149,11 @@ class DVSGestureSet(EventFrameSet):
     def split_files(root: Path, split: str) -> List[Path]:
         listed = root / f"trials_to_{split}.txt"
         if listed.is_file():
-            names = [ln.strip() for ln in listed.read_text().splitlines() if ln.strip()]
+            try:
+                text = listed.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise data_error(listed, f"not a text file ({err})") from None
+            names = [ln.strip() for ln in text.splitlines() if ln.strip()]
             return [root / n for n in names if (root / n).is_file()]
         out = []
         for f in sorted(root.glob("user*.aedat")):

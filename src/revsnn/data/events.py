@@ -19,16 +19,21 @@ Formats:
   (compression, data-table position, an XML description of the streams), then packets
   ``(int32 stream id, int32 size, data)``; the data of an event stream (``EVTS``) is an (LZ4- or
   zstd-compressed) flatbuffer holding a vector of 16-byte structs ``(int64 t, int16 x,
-  int16 y, bool on, 3 bytes padding)``. LZ4 needs the ``events`` extra (``lz4``).
+  int16 y, bool on, 3 bytes padding)``. LZ4 needs the ``events`` extra (``lz4``). Read by
+  :mod:`revsnn.data.aedat4`.
+
+Every reader error is a :class:`~revsnn.data.limits.DataError` whose message starts with the file.
 """
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
+
+from .limits import data_error
 
 __all__ = [
     "EVENT_DTYPE",
@@ -36,7 +41,6 @@ __all__ = [
     "make_events",
     "read_aedat2",
     "read_aedat31",
-    "read_aedat4",
     "read_dvs_gesture_labels",
     "read_nmnist",
 ]
@@ -60,10 +64,8 @@ def read_nmnist(path: PathLike) -> np.ndarray:
     path = Path(path)
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size % 5:
-        raise ValueError(
-            f"{path}: N-MNIST files hold 5 bytes per event, got {raw.size} bytes "
-            f"({raw.size % 5} left over)"
-        )
+        raise data_error(path, f"N-MNIST files hold 5 bytes per event, got {raw.size} bytes "
+                               f"({raw.size % 5} left over)")
     b = raw.reshape(-1, 5).astype(np.int64)  # [N, 5]
     x, y = b[:, 0], b[:, 1]
     p = b[:, 2] >> 7
@@ -81,13 +83,13 @@ def _skip_hash_header(raw: bytes, path: Path, end_marker: Optional[bytes] = None
     while pos < len(raw) and raw[pos : pos + 1] == b"#":
         nl = raw.find(b"\n", pos)
         if nl < 0:
-            raise ValueError(f"{path}: header line without a newline at byte {pos}")
+            raise data_error(path, f"header line without a newline at byte {pos}")
         line = raw[pos : nl + 1]
         pos = nl + 1
         if end_marker is not None and line.strip() == end_marker:
             return pos
     if end_marker is not None:
-        raise ValueError(f"{path}: no '{end_marker.decode()}' line ends the header")
+        raise data_error(path, f"no '{end_marker.decode()}' line ends the header")
     return pos
 
 
@@ -96,7 +98,7 @@ def read_aedat31(path: PathLike) -> np.ndarray:
     path = Path(path)
     raw = path.read_bytes()
     if not raw.startswith(b"#!AER-DAT3"):
-        raise ValueError(f"{path} is not an AEDAT 3.x file (first line {raw[:14]!r})")
+        raise data_error(path, f"not an AEDAT 3.x file (first line {raw[:14]!r})")
     pos = _skip_hash_header(raw, path, end_marker=b"#!END-HEADER")
     chunks: List[np.ndarray] = []
     header = struct.Struct("<hhiiiiii")
@@ -105,14 +107,14 @@ def read_aedat31(path: PathLike) -> np.ndarray:
         etype, _src, esize, _tsoff, tsover, capacity, number, _valid = header.unpack_from(raw, pos)
         pos += header.size
         nbytes = capacity * esize
-        if esize <= 0 or capacity < 0 or number > capacity or pos + nbytes > len(raw):
-            raise ValueError(
-                f"{path}: corrupted packet header at byte {pos - header.size} (size {esize}, "
-                f"capacity {capacity}, number {number}, {len(raw) - pos} bytes left)"
-            )
+        if (esize <= 0 or capacity < 0 or not 0 <= number <= capacity or tsover < 0
+                or pos + nbytes > len(raw)):
+            raise data_error(path, f"corrupted packet header at byte {pos - header.size} (size "
+                                   f"{esize}, capacity {capacity}, number {number}, overflow "
+                                   f"{tsover}, {len(raw) - pos} bytes left)")
         if etype == 1 and number > 0:
             if esize != 8:
-                raise ValueError(f"{path}: polarity events must be 8 bytes, got {esize}")
+                raise data_error(path, f"polarity events must be 8 bytes, got {esize}")
             ev = np.frombuffer(raw, pol_dtype, count=number, offset=pos)
             d = ev["data"].astype(np.int64)
             valid = (d & 1) == 1
@@ -122,7 +124,7 @@ def read_aedat31(path: PathLike) -> np.ndarray:
             )
         pos += nbytes
     if pos != len(raw):
-        raise ValueError(f"{path}: {len(raw) - pos} trailing bytes do not form a packet header")
+        raise data_error(path, f"{len(raw) - pos} trailing bytes do not form a packet header")
     return np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
 
 
@@ -130,19 +132,40 @@ def read_dvs_gesture_labels(path: PathLike) -> List[Tuple[int, int, int]]:
     """``(class 0..10, start µs, end µs)`` per gesture from a DVS128 Gesture ``_labels.csv``
     (columns ``class,startTime_usec,endTime_usec``, classes 1..11 in the file)."""
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise data_error(path, f"not a text file ({err})") from None
     rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(text.splitlines()):
         line = line.strip()
         if not line or (i == 0 and line[0].isalpha()):
             continue
         parts = line.split(",")
         if len(parts) < 3:
-            raise ValueError(f"{path}:{i + 1}: expected 'class,start,end', got {line!r}")
-        c, s, e = (int(float(v)) for v in parts[:3])
+            raise data_error(f"{path}:{i + 1}", f"expected 'class,start,end', got {line[:80]!r}")
+        c, s, e = (_whole(v, f"{path}:{i + 1}") for v in parts[:3])
         if not 1 <= c <= 11:
-            raise ValueError(f"{path}:{i + 1}: DVS128 Gesture classes are 1..11, got {c}")
+            raise data_error(f"{path}:{i + 1}", f"DVS128 Gesture classes are 1..11, got {c}")
+        if not 0 <= s < e:
+            raise data_error(f"{path}:{i + 1}", f"a gesture needs 0 <= start < end (µs), got "
+                                                f"start {s}, end {e}")
         rows.append((c - 1, s, e))
+    if not rows:
+        raise data_error(path, "no gesture rows 'class,start,end'")
     return rows
+
+
+def _whole(text: str, where: str) -> int:
+    """A whole number written as ``12`` or ``12.0``; anything else (inf, nan, 1.5, words) is a
+    :class:`DataError` naming ``where``."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise data_error(where, f"expected a whole number, got {text.strip()[:40]!r}") from None
+    if not np.isfinite(v) or v != int(v) or abs(v) >= 2 ** 62:
+        raise data_error(where, f"expected a whole number, got {text.strip()[:40]!r}")
+    return int(text) if text.strip().lstrip("+-").isdigit() else int(v)
 
 
 def read_aedat2(path: PathLike) -> np.ndarray:
@@ -152,10 +175,8 @@ def read_aedat2(path: PathLike) -> np.ndarray:
     pos = _skip_hash_header(raw, path)
     n = (len(raw) - pos) // 8
     if (len(raw) - pos) % 8:
-        raise ValueError(
-            f"{path}: AEDAT 2.0 events are 8 bytes (address, timestamp), "
-            f"{(len(raw) - pos) % 8} bytes left over"
-        )
+        raise data_error(path, f"AEDAT 2.0 events are 8 bytes (address, timestamp), "
+                               f"{(len(raw) - pos) % 8} bytes left over")
     ev = np.frombuffer(raw, np.dtype([("a", ">u4"), ("t", ">u4")]), count=n, offset=pos)
     a = ev["a"].astype(np.int64)
     dvs = (a >> 31) == 0
@@ -165,130 +186,6 @@ def read_aedat2(path: PathLike) -> np.ndarray:
     )
 
 
-# ---------------------------------------------------------------------------------- AEDAT 4
-def _fb_table(buf: bytes, table: int) -> Tuple[int, Dict[int, int]]:
-    """Flatbuffer table at ``table``: field index -> absolute offset of the field."""
-    vtable = table - struct.unpack_from("<i", buf, table)[0]
-    vsize = struct.unpack_from("<H", buf, vtable)[0]
-    fields = {}
-    for i in range((vsize - 4) // 2):
-        off = struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0]
-        if off:
-            fields[i] = table + off
-    return table, fields
-
-
-def _fb_root(buf: bytes, ident: bytes, path: Path) -> Dict[int, int]:
-    """Fields of the root table of a (possibly size-prefixed) flatbuffer with ``ident``."""
-    if buf[4:8] == ident:
-        start = 0
-    elif buf[8:12] == ident:
-        start = 4  # size-prefixed
-    else:
-        raise ValueError(f"{path}: expected a '{ident.decode()}' flatbuffer, got {buf[:12]!r}")
-    root = start + struct.unpack_from("<I", buf, start)[0]
-    return _fb_table(buf, root)[1]
-
-
-def _decompress(data: bytes, compression: int, path: Path) -> bytes:
-    if compression == 0:
-        return data
-    if compression in (1, 2):
-        try:
-            import lz4.frame
-        except ImportError as err:
-            raise ImportError(
-                f"{path} is LZ4-compressed: reading it needs lz4 (pip install 'revsnn[events]')"
-            ) from err
-        return lz4.frame.decompress(data)
-    if compression in (3, 4):
-        try:
-            import zstandard
-        except ImportError as err:
-            raise ImportError(
-                f"{path} is zstd-compressed: reading it needs zstandard (pip install zstandard)"
-            ) from err
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
-    raise ValueError(f"{path}: unknown AEDAT 4 compression code {compression}")
-
-
-def _aedat4_streams(xml: str) -> Dict[int, Tuple[str, Optional[Tuple[int, int]]]]:
-    """Stream id -> (type identifier, (sizeY, sizeX) or None) from the header's XML."""
-    import xml.etree.ElementTree as ET
-
-    streams: Dict[int, Tuple[str, Optional[Tuple[int, int]]]] = {}
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return streams
-    for out in root.iter("node"):
-        if out.get("name") != "outInfo":
-            continue
-        for node in out.findall("node"):
-            if not (node.get("name") or "").isdigit():
-                continue
-            attrs = {a.get("key"): (a.text or "") for a in node.findall("attr")}
-            info = {a.get("key"): (a.text or "") for n in node.findall("node")
-                    if n.get("name") == "info" for a in n.findall("attr")}
-            size = None
-            if info.get("sizeX", "").isdigit() and info.get("sizeY", "").isdigit():
-                size = (int(info["sizeY"]), int(info["sizeX"]))
-            streams[int(node.get("name"))] = (attrs.get("typeIdentifier", ""), size)
-    return streams
-
-
-def read_aedat4(path: PathLike, with_size: bool = False):
-    """Polarity events of every ``EVTS`` stream of an AEDAT 4 file, in file order.
-
-    With ``with_size=True`` returns ``(events, (height, width) or None)``.
-    """
-    path = Path(path)
-    raw = path.read_bytes()
-    magic = b"#!AER-DAT4.0\r\n"
-    if not raw.startswith(magic):
-        raise ValueError(f"{path} is not an AEDAT 4 file (starts with {raw[:14]!r})")
-    pos = len(magic)
-    (hsize,) = struct.unpack_from("<i", raw, pos)
-    pos += 4
-    header = raw[pos : pos + hsize]
-    if len(header) != hsize:
-        raise ValueError(f"{path}: truncated header ({len(header)} of {hsize} bytes)")
-    fields = _fb_root(header, b"IOHE", path)
-    compression = struct.unpack_from("<i", header, fields[0])[0] if 0 in fields else 0
-    table_pos = struct.unpack_from("<q", header, fields[1])[0] if 1 in fields else -1
-    xml = ""
-    if 2 in fields:
-        s = fields[2] + struct.unpack_from("<I", header, fields[2])[0]
-        (n,) = struct.unpack_from("<I", header, s)
-        xml = header[s + 4 : s + 4 + n].decode("utf-8", "replace")
-    streams = _aedat4_streams(xml)
-    event_ids = {i for i, (ident, _) in streams.items() if ident == "EVTS"}
-    size = next((streams[i][1] for i in sorted(event_ids) if streams[i][1]), None)
-    end = table_pos if 0 < table_pos <= len(raw) else len(raw)
-    pos += hsize
-    struct_dtype = np.dtype(
-        {"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "u1"],
-         "offsets": [0, 8, 10, 12], "itemsize": 16}
-    )
-    chunks: List[np.ndarray] = []
-    while pos + 8 <= end:
-        sid, psize = struct.unpack_from("<ii", raw, pos)
-        pos += 8
-        if psize < 0 or pos + psize > len(raw):
-            raise ValueError(f"{path}: corrupted packet header at byte {pos - 8} (size {psize})")
-        if sid in event_ids or (not streams and sid == 0):
-            buf = _decompress(raw[pos : pos + psize], compression, path)
-            pf = _fb_root(buf, b"EVTS", path)
-            if 0 in pf:
-                v = pf[0] + struct.unpack_from("<I", buf, pf[0])[0]
-                (count,) = struct.unpack_from("<I", buf, v)
-                ev = np.frombuffer(buf, struct_dtype, count=count, offset=v + 4)
-                chunks.append(make_events(ev["t"], ev["x"], ev["y"], ev["p"] != 0))
-        pos += psize
-    events = np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
-    return (events, size) if with_size else events
-
-
 # ---------------------------------------------------------------------------------- frames
 def events_to_frames(
     events: np.ndarray,
@@ -296,16 +193,20 @@ def events_to_frames(
     sensor_size: Tuple[int, int],
     mode: str = "count",
     out_size: Optional[Tuple[int, int]] = None,
+    source: Optional[PathLike] = None,
 ) -> np.ndarray:
     """Integrate events into ``T`` frames ``[T, 2, H, W]`` (float32 event counts).
 
     - ``mode="count"``: frame ``k`` holds the ``k``-th of ``T`` contiguous chunks of (nearly)
       equal event count (``np.array_split`` sizes, first chunks one larger).
     - ``mode="time"``: frame ``k`` holds events with
-      ``floor((t - t_0) * T / (t_last - t_0 + 1)) == k`` (equal time bins).
+      ``floor((t - t_0) * T / (t_last - t_0 + 1)) == k`` (equal time bins), computed exactly
+      for any int64 timestamps (bin edges ``ceil(k * span / T)`` in Python integers, so no
+      product overflows).
 
     Channel 0 counts OFF events (p = 0), channel 1 ON events. ``sensor_size`` is ``(H, W)``;
-    ``out_size`` (smaller) bins pixels by ``x * W_out // W`` (and the same for y).
+    ``out_size`` (smaller) bins pixels by ``x * W_out // W`` (and the same for y). ``source``
+    (the recording's file) is named in the error of an event outside the sensor.
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
@@ -320,10 +221,8 @@ def events_to_frames(
     x = events["x"].astype(np.int64)
     y = events["y"].astype(np.int64)
     if x.min() < 0 or y.min() < 0 or x.max() >= W or y.max() >= H:
-        raise ValueError(
-            f"events fall outside the sensor (H={H}, W={W}): x in [{x.min()}, {x.max()}], "
-            f"y in [{y.min()}, {y.max()}]"
-        )
+        raise data_error(source or "events", f"events fall outside the sensor (H={H}, W={W}): "
+                         f"x in [{x.min()}, {x.max()}], y in [{y.min()}, {y.max()}]")
     x = x * Wo // W
     y = y * Ho // H
     p = (events["p"] > 0).astype(np.int64)
@@ -333,9 +232,11 @@ def events_to_frames(
         k = np.repeat(np.arange(T), sizes)
     else:
         t = events["t"].astype(np.int64)
-        t0 = t.min()
-        span = t.max() - t0 + 1
-        k = np.minimum((t - t0) * T // span, T - 1)
+        t0 = int(t.min())
+        span = int(t.max()) - t0 + 1  # Python integers: up to 2^64
+        d = t.view(np.uint64) - np.uint64(t0 % (1 << 64))  # t - t0 mod 2^64, exact here
+        edges = np.array([-(-j * span // T) for j in range(1, T)], dtype=np.uint64)
+        k = np.searchsorted(edges, d, side="right")
     index = ((k * 2 + p) * Ho + y) * Wo + x
     frames += np.bincount(index, minlength=T * 2 * Ho * Wo).reshape(T, 2, Ho, Wo)
     return frames
@@ -345,3 +246,4 @@ def slice_by_time(events: np.ndarray, start: int, end: int) -> np.ndarray:
     """Events with ``start <= t < end``."""
     t = events["t"]
     return events[(t >= start) & (t < end)]
+

@@ -23,6 +23,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import torch
 
+from .limits import DataError
 from .static import ImageSet
 
 __all__ = [
@@ -112,7 +113,9 @@ def load_dataset(
     if name in ("mnist", "fashion_mnist"):
         return static.load_idx_split(name, root, split)
     if name in ("cifar10", "cifar100"):
-        return static.load_cifar(name, root, split)
+        from .cifar import load_cifar
+
+        return load_cifar(name, root, split)
     if root is None:
         raise static.DataNotFoundError(f"{name}: pass the data directory with --set data_dir=DIR")
     if name == "imagefolder":
@@ -145,6 +148,7 @@ class Batch:
     part: slice  # this rank's share of the global batch
     total: int  # global batch size
     step: int  # index of the batch in the epoch
+    index: Optional[torch.Tensor] = None  # [B_local] data set index of each row (CPU)
 
 
 class Loader:
@@ -188,6 +192,18 @@ class Loader:
             self._x = dataset.images.to(dev)
             self._y = dataset.labels.to(dev)
 
+    def _check_labels(self, y: torch.Tensor, idx: torch.Tensor) -> None:
+        """Refuse a label outside ``[0, num_classes)`` with the sample (and its file)."""
+        k = getattr(self.dataset, "num_classes", None)
+        if not k or not len(y) or (int(y.min()) >= 0 and int(y.max()) < k):
+            return
+        j = int(((y < 0) | (y >= k)).nonzero()[0])
+        i = int(idx[j])
+        samples = getattr(self.dataset, "samples", None)
+        where = f"{samples[i][0]}: " if isinstance(samples, list) and i < len(samples) else ""
+        raise DataError(f"{where}sample {i} has label {int(y[j])}; labels must lie in "
+                        f"[0, {k - 1}]")
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -225,9 +241,11 @@ class Loader:
         plan = plan[start:]
         if self.in_memory:
             for step, (idx, part, total) in zip(steps, plan):
+                plan_idx = idx
                 idx = idx.to(self._x.device)
                 yield Batch(self._x[idx].to(self.device, non_blocking=True),
-                            self._y[idx].to(self.device, non_blocking=True), part, total, step)
+                            self._y[idx].to(self.device, non_blocking=True), part, total, step,
+                            plan_idx)
             return
         from .static import stack_items
 
@@ -239,6 +257,23 @@ class Loader:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for step, (x, y), (_, part, total) in zip(steps, loader, plan):
+        batches = iter(loader)
+        for step, (idx, part, total) in zip(steps, plan):
+            try:
+                x, y = next(batches)
+            except DataError as err:  # from a worker: its message carries the worker's traceback
+                raise DataError(worker_message(err)) from None
+            self._check_labels(y, idx)
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
-                        part, total, step)
+                        part, total, step, idx)
+
+
+def worker_message(err: BaseException) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker (whose
+    message is "Caught ... Original Traceback ...: <message>"), else the message itself."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+    name = type(err).__name__ + ": "
+    return last.split(name, 1)[1] if name in last else last

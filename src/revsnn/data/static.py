@@ -9,15 +9,16 @@ exception: it decodes lazily (:class:`ImageFolderSet`, a ``torch.utils.data.Data
   once into train / test by a stratified split with a fixed seed (20 % test).
 - ``mnist`` / ``fashion_mnist``: the four standard IDX files (``.gz`` or raw) in a directory.
 - ``cifar10`` / ``cifar100``: the standard python-pickle batches, read with a restricted unpickler
-  that only rebuilds numpy arrays (no arbitrary code runs).
+  that only rebuilds numpy arrays (no arbitrary code runs): :mod:`revsnn.data.cifar`.
 - ``imagefolder``: ``root/{train,val}/<class>/<image>``, decoded with PIL (``vision`` extra),
   resized (shorter side) and centre-cropped to ``image_size``.
 """
 
 from __future__ import annotations
 
-import gzip
-import pickle
+import io
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -25,11 +26,22 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .limits import (
+    IMAGE_FLOOR_BYTES,
+    MAX_DEFLATE_RATIO,
+    MAX_IMAGE_RATIO,
+    DataError,
+    check_labels,
+    data_error,
+    gunzip_bounded,
+    product,
+)
+
 __all__ = [
+    "DataError",
     "DataNotFoundError",
     "ImageFolderSet",
     "ImageSet",
-    "load_cifar",
     "load_digits_split",
     "load_idx_split",
     "read_idx",
@@ -74,6 +86,10 @@ class ImageSet:
             raise ValueError(
                 f"labels must be [N={self.images.shape[0]}], got {tuple(self.labels.shape)}"
             )
+        if len(self.labels) and (int(self.labels.min()) < 0
+                                 or int(self.labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got "
+                             f"[{int(self.labels.min())}, {int(self.labels.max())}]")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -136,28 +152,49 @@ _IDX_DTYPES = {
 
 def read_idx(path: PathLike) -> np.ndarray:
     """Read one IDX file (``.gz`` or raw): magic ``00 00 <dtype> <ndim>``, ``ndim`` big-endian
-    uint32 sizes, then the data in C order."""
+    uint32 sizes, then the data in C order.
+
+    The header bounds the work: a gzip stream inflates to at most the declared size (and is
+    refused unread when deflate could not reach that size from the compressed bytes), and the
+    data must be exactly the declared size. Any other content is a :class:`DataError`.
+    """
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the header first: 4 bytes, then dims
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"{path}: corrupted gzip stream ({err})") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4].hex()})")
-    dtype = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    n = int(np.prod(dims)) if dims else 1
-    if len(raw) - header < n * dtype.itemsize:
-        raise ValueError(
-            f"{path}: truncated IDX file, dims {dims} need {n * dtype.itemsize} bytes of data, "
-            f"found {len(raw) - header}"
-        )
-    data = np.frombuffer(raw, dtype, count=n, offset=header).reshape(dims)
+            head = d.decompress(raw, 4)
+            if len(head) == 4 and head[3]:  # (max_length 0 would mean "no limit")
+                head += d.decompress(d.unconsumed_tail, 4 * head[3])
+        except zlib.error as err:
+            raise data_error(path, f"corrupted gzip stream ({err})") from None
+        dtype, dims = _idx_header(head, path)
+        size = 4 + 4 * len(dims) + product(dims) * dtype.itemsize
+        if size > MAX_DEFLATE_RATIO * len(raw) + 1024:
+            raise data_error(path, f"its header declares {size} bytes, more than a gzip stream "
+                                   f"of {len(raw)} bytes can hold (dims {dims})")
+        raw = gunzip_bounded(raw, size, path)
+    dtype, dims = _idx_header(raw, path)
+    header = 4 + 4 * len(dims)
+    need = product(dims) * dtype.itemsize
+    if len(raw) - header != need:
+        what = "truncated IDX file" if len(raw) - header < need else "trailing data after"
+        raise data_error(path, f"{what}: dims {dims} need {need} bytes of data, found "
+                               f"{len(raw) - header}")
+    data = np.frombuffer(raw, dtype, count=product(dims), offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
+
+
+def _idx_header(raw: bytes, path: Path) -> Tuple[np.dtype, Tuple[int, ...]]:
+    """(dtype, dims) of an IDX header; a :class:`DataError` names the file when it is not one."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise data_error(path, f"not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise data_error(path, f"truncated IDX header ({ndim} dimensions need {4 + 4 * ndim} "
+                               f"bytes, found {len(raw)})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    return _IDX_DTYPES[raw[2]], dims
 
 
 _IDX_NAMES = {
@@ -207,105 +244,31 @@ def load_idx_split(name: str, root: Optional[PathLike], split: str) -> ImageSet:
         raise DataNotFoundError(
             f"{name}: data directory {root} does not exist. " + _idx_hint(name, root)
         )
-    x = read_idx(_find_idx(root, split, "images", name))
-    y = read_idx(_find_idx(root, split, "labels", name))
+    xp, yp = _find_idx(root, split, "images", name), _find_idx(root, split, "labels", name)
+    x, y = read_idx(xp), read_idx(yp)
     if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{name} in {root}: expected images [N, H, W] and labels [N], got {x.shape} and "
-            f"{y.shape}"
-        )
-    images = torch.from_numpy(x.astype(np.uint8)).unsqueeze(1)  # [N, 1, H, W]
+        raise DataError(f"{xp} and {yp}: expected images [N, H, W] and labels [N], got "
+                        f"{x.shape} and {y.shape}")
+    if not len(y):
+        raise data_error(xp, "holds no images")
+    images = torch.from_numpy(pixels_uint8(x, xp)).unsqueeze(1)  # [N, 1, H, W]
     mean, std = STATS[name]
-    return ImageSet(images, torch.from_numpy(y.astype(np.int64)), 10, mean, std)
+    return ImageSet(images, torch.from_numpy(check_labels(y, 10, yp)), 10, mean, std)
 
 
-# ---------------------------------------------------------------------------------- CIFAR
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds numpy arrays and nothing else (no arbitrary callables)."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):  # noqa: D401
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a CIFAR batch holds only arrays and lists"
-        )
-
-
-def _load_batch(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            d = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise ValueError(f"{path} is not a CIFAR python batch ({err})") from err
-    if not isinstance(d, dict):
-        raise ValueError(f"{path} is not a CIFAR python batch (got {type(d).__name__})")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-
-
-_CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "labels", "batches.meta", "label_names", 10),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "meta",
-                 "fine_label_names", 100),
-}
-
-
-def load_cifar(name: str, root: Optional[PathLike], split: str) -> ImageSet:
-    """CIFAR-10/100 from the python-pickle batches: uint8 ``[N, 3, 32, 32]``.
-
-    ``root`` is the extracted folder (``cifar-10-batches-py`` / ``cifar-100-python``) or its
-    parent.
-    """
-    _check_split(split)
-    if name not in _CIFAR:
-        raise ValueError(f"load_cifar reads {sorted(_CIFAR)}, got {name!r}")
-    folder, train_files, test_files, key, meta, meta_key, k = _CIFAR[name]
-    if root is None:
-        raise DataNotFoundError(
-            f"{name}: no data directory given; pass --set data_dir=DIR pointing at the "
-            f"extracted '{folder}' folder (the python version of the data set)"
-        )
-    root = Path(root)
-    if (root / folder).is_dir():
-        root = root / folder
-    files = train_files if split == "train" else test_files
-    missing = [f for f in files if not (root / f).is_file()]
-    if missing:
-        raise DataNotFoundError(
-            f"{name}: {', '.join(missing)} not found in {root}; expected the extracted "
-            f"'{folder}' folder of the python version of the data set"
-        )
-    xs, ys = [], []
-    for f in files:
-        d = _load_batch(root / f)
-        if "data" not in d or key not in d:
-            raise ValueError(f"{root / f}: a CIFAR batch needs 'data' and '{key}' entries")
-        data = np.asarray(d["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3072:
-            raise ValueError(f"{root / f}: 'data' must be [N, 3072] uint8, got {data.shape}")
-        xs.append(data.reshape(-1, 3, 32, 32))  # rows are R(1024) G(1024) B(1024)
-        ys.append(np.asarray(d[key], dtype=np.int64))
-    x = np.concatenate(xs)
-    y = np.concatenate(ys)
-    if len(x) != len(y):
-        raise ValueError(f"{name} in {root}: {len(x)} images but {len(y)} labels")
-    classes: List[str] = []
-    if (root / meta).is_file():
-        m = _load_batch(root / meta)
-        names = m.get(meta_key, [])
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    mean, std = STATS[name]
-    return ImageSet(torch.from_numpy(x), torch.from_numpy(y), k, mean, std, classes)
+def pixels_uint8(x: np.ndarray, path: PathLike) -> np.ndarray:
+    """``x`` as uint8 after checking every value is a finite whole number in 0..255 (a float
+    or wide-integer file is never cast to garbage)."""
+    if x.dtype == np.uint8:
+        return x
+    bad = (x < 0) | (x > 255)
+    if x.dtype.kind == "f":
+        bad |= ~np.isfinite(x) | (x != np.round(x))
+    if bad.any():
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), x.shape)
+        raise data_error(path, f"pixel {tuple(int(j) for j in i)} is {x[i].item()!r}; pixels "
+                               "must be whole numbers in 0..255")
+    return x.astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------- folders
@@ -361,18 +324,39 @@ class ImageFolderSet(torch.utils.data.Dataset):
                 "the 'imagefolder' data set needs Pillow: pip install 'revsnn[vision]'"
             ) from err
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            s = self.image_size
-            short = max(1, round(s / self.crop_fraction))
-            w, h = im.size
-            scale = short / min(w, h)
-            im = im.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s))
-            arr = np.asarray(im, dtype=np.uint8)  # [S, S, 3]
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1), label  # [3, S, S]
+        try:
+            arr = self._decode(Image, path)
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever the decoder raises on a bad file
+            raise data_error(path, f"cannot decode the image ({type(err).__name__}: {err})"
+                             ) from None
+        return torch.from_numpy(arr).permute(2, 0, 1), label  # [3, S, S]
+
+    def _decode(self, Image, path: Path) -> np.ndarray:
+        """Decode, resize and crop one image. Refused before the pixels are decoded: PIL's
+        decompression-bomb warning (an image above ``Image.MAX_IMAGE_PIXELS``) and a header
+        declaring more pixels than the file can encode (:mod:`revsnn.data.limits`)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            raw = path.read_bytes()  # from memory: a read past the end never preallocates
+            with Image.open(io.BytesIO(raw)) as im:
+                w, h = im.size
+                if w * h * 3 > max(IMAGE_FLOOR_BYTES, MAX_IMAGE_RATIO * len(raw)):
+                    raise data_error(path, f"its header declares {w}x{h} pixels, more than its "
+                                           f"{len(raw)} bytes can encode (limit: "
+                                           f"{MAX_IMAGE_RATIO} RGB bytes per file byte)")
+                im = im.convert("RGB")
+                s = self.image_size
+                short = max(1, round(s / self.crop_fraction))
+                scale = short / min(w, h)
+                # the centre s x s of the image resized to (rw, rh), cut from the source by
+                # resize's box: the resized image is never built, whatever the aspect ratio
+                rw, rh = max(s, round(w * scale)), max(s, round(h * scale))
+                left, top = (rw - s) // 2, (rh - s) // 2
+                box = (left * w / rw, top * h / rh, (left + s) * w / rw, (top + s) * h / rh)
+                im = im.resize((s, s), Image.BILINEAR, box=box)
+                return np.array(im, dtype=np.uint8)  # [S, S, 3]
 
 
 def stack_items(items: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,7 @@ from ..spiking.binary import (
 from ..spiking.layers import repeat_time
 from ..spiking.neuron import IF, LIF
 from ..spiking.norm import norm_spike
+from ..spiking.pointwise import GuardedConv2d
 from ..spiking.surrogate import ATan, Sigmoid
 
 __all__ = [
@@ -124,7 +125,10 @@ def conv_bn(
 
     With ``spike_input and lean`` the conv is a :class:`SpikeConv2d` (input saved as bool)."""
     p = kernel_size // 2 if padding is None else padding
-    conv_cls = SpikeConv2d if (spike_input and lean) else nn.Conv2d
+    # A strided 1x1 conv avoids a broken upstream kernel on channels_last CPU input
+    # (revsnn.spiking.pointwise): GuardedConv2d, and SpikeConv2d guards itself.
+    plain = GuardedConv2d if (kernel_size == 1 and stride != 1) else nn.Conv2d
+    conv_cls = SpikeConv2d if (spike_input and lean) else plain
     return nn.Sequential(
         conv_cls(c_in, c_out, kernel_size, stride, p, bias=bias), nn.BatchNorm2d(c_out)
     )

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..errors import OneLineParser
 from .registry import create_model, families, list_models, model_info
 
 __all__ = ["main", "count_parameters"]
@@ -59,7 +60,7 @@ def _table(rows: List[Dict]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="revsnn models",
         description="List the registered models: family, parameters (at the default classes), "
         "input kind (image: static images only; image+frames: static images or frames; "
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a bad flag: UsageError, one line from ``revsnn``
     if args.family is not None and args.family not in families():
         print(f"revsnn models: unknown family {args.family!r}; expected one of "
               f"{', '.join(families())}", file=sys.stderr)

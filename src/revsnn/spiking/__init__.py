@@ -13,11 +13,13 @@ from .neuron import (
     multi_step,
     stateless_spike,
 )
+from .pointwise import GuardedConv2d
 from .surrogate import ATan, Rectangle, Sigmoid, Surrogate, get_surrogate, heaviside
 
 __all__ = [
     "ATan",
     "BaseNeuron",
+    "GuardedConv2d",
     "IF",
     "LIF",
     "PLIF",

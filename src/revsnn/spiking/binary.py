@@ -24,7 +24,8 @@ almost all of that can be rebuilt in backward:
   :mod:`revsnn.spiking.norm`.
 - :class:`SpikeConv2d`: an ``nn.Conv2d`` whose binary input is saved as a ``bool`` tensor (1 byte
   per spike instead of 4 or 8) and turned back into floats only inside backward; the gradient is
-  ``aten.convolution_backward`` on the identical input, i.e. exactly autograd's.
+  ``aten.convolution_backward`` on the identical input, i.e. exactly autograd's (a strided 1x1
+  conv on channels_last CPU input subsamples first: :mod:`revsnn.spiking.pointwise`).
 - :class:`SpikeMaxPool2d`: max-pool over spikes saving the input as ``bool`` (no float input, no
   int64 indices); backward re-runs the pool with indices on the rebuilt input, sample chunk by
   sample chunk (ties resolve the same way, so the gradient is autograd's).
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .neuron import IF, LIF, BaseNeuron
+from .pointwise import strided_pointwise_input
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -305,11 +307,10 @@ class SpikeConv2d(nn.Conv2d):
             raise ValueError("SpikeConv2d supports numeric zero padding only")
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            return super().forward(s)
-        return _SpikeConvFn.apply(
-            s, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
+        sub = strided_pointwise_input(self, s)  # broken upstream kernel: spiking.pointwise
+        s, stride = (s, self.stride) if sub is None else (sub, (1, 1))
+        fn = _SpikeConvFn.apply if torch.is_grad_enabled() else F.conv2d
+        return fn(s, self.weight, self.bias, stride, self.padding, self.dilation, self.groups)
 
 
 class _SpikeMaxPoolFn(torch.autograd.Function):

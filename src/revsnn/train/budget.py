@@ -33,6 +33,10 @@ __all__ = ["plan_memory"]
 def _plan(cfg: TrainConfig, data: DataBundle, model: nn.Module, env: DistEnv,
           make_inputs: Callable) -> Tuple[Dict[str, str], int, str]:
     budget = parse_bytes(cfg.memory_budget)
+    if cfg.max_batch:  # no batch fits above the memory the device can allocate
+        from ..plan.capacity import cap_budget
+
+        budget, _ = cap_budget(budget, env.device)
     local = max(1, cfg.batch_size // env.world)
     x, y = sample_batch(data, local, env.device, make_inputs)
     prof = profile(

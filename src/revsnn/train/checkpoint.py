@@ -27,6 +27,8 @@ from typing import Any, BinaryIO, Callable, Dict, Union
 import torch
 from torch import nn
 
+from .checkpoint_check import CheckpointError, check_loaded
+
 __all__ = [
     "CheckpointError", "load_checkpoint", "load_model_state", "save_checkpoint",
     "write_text_atomic",
@@ -36,20 +38,42 @@ FORMAT = "revsnn-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupted, or does not match the model."""
+class _Recording:
+    """A file whose write errors are kept: ``torch.save`` turns an ``OSError`` of the file
+    (disk full, file too large) into an opaque ``RuntimeError``; the original names the file."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """``write(file)`` into ``<name>.tmp-<pid>`` in the same folder, fsync, rename over ``path``:
-    readers see the old file or the new one, never half of one."""
+    readers see the old file or the new one, never half of one. A failed write (disk full, file
+    too large) is an ``OSError`` naming ``path``, and the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            rec = _Recording(f)
+            try:
+                write(rec)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            except (OSError, RuntimeError) as err:
+                cause = rec.error if rec.error is not None else err
+                if isinstance(cause, OSError) and cause.errno is not None:
+                    raise OSError(cause.errno, cause.strerror, str(path)) from None
+                raise
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -68,8 +92,11 @@ def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> Path:
     return _write_atomic(Path(path), lambda f: torch.save(data, f))
 
 
-def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Dict[str, Any]:
-    """Read a revsnn checkpoint with ``weights_only=True``; errors name the file."""
+def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu",
+                    resume: bool = False) -> Dict[str, Any]:
+    """Read a revsnn checkpoint with ``weights_only=True``; errors name the file. The entries
+    are checked (types, finite tensors; with ``resume`` also the training state a resumed run
+    needs, see :mod:`revsnn.train.checkpoint_check`)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -98,6 +125,7 @@ def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Dict[s
     for key in ("config", "model"):
         if key not in data:
             raise CheckpointError(f"{path} lacks the '{key}' entry")
+    check_loaded(data, path, resume)
     data["path"] = str(path)
     return data
 

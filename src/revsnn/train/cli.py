@@ -12,30 +12,30 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..errors import OneLineParser as _Parser  # an argparse error is one line, exit 2
+from ..errors import UsageError
 from .config import TrainConfig, apply_overrides, load_config_file, parse_set
 
 __all__ = ["UsageError", "eval_main", "main"]
 
 
-class UsageError(ValueError):
-    """A command line argparse refuses (unknown flag, bad value, missing argument)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (and an exception, so ``main`` returns 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _user_error(err: BaseException) -> str:
-    """The one line printed for an error the user can fix."""
+def _user_error(err: BaseException) -> Optional[str]:
+    """The one line printed for an error the user can fix (None: not one; re-raised)."""
+    from ..errors import expected_error, is_out_of_memory
+
     if isinstance(err, UsageError):
         return one_line(err)
+    if is_out_of_memory(err) or (isinstance(err, OSError) and err.errno in (28, 27, 122)):
+        return expected_error(err)
+    if not isinstance(err, (ValueError, TypeError, OSError, ImportError, OverflowError,
+                            MemoryError)):
+        return expected_error(err)
     if isinstance(err, OSError) and str(err).startswith("[Errno"):  # raw from the system
         where = f" {err.filename}" if err.filename else ""
         return one_line(f"error: cannot access{where}: {err.strerror}; check the paths given "
@@ -104,7 +104,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         from .checkpoint import load_checkpoint
 
-        ck = load_checkpoint(args.resume)
+        ck = load_checkpoint(args.resume, resume=True)
         stored = dict(ck["config"])
         stored.pop("resume", None)
         cfg = apply_overrides(cfg, stored)
@@ -140,9 +140,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``revsnn train``; returns the exit code: 0 ok (or nothing left to do), 1 training
     diverged, 2 bad input (one line on stderr, nothing written), 130 interrupted (Ctrl-C:
     checkpoint written, resume command printed)."""
-    import torch
-
-    from .checkpoint import CheckpointError
     from .interrupt import TrainingInterrupted
     from .loop import TrainingDiverged, run
 
@@ -173,12 +170,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TrainingDiverged as err:
         print(one_line(f"error: {err}"), file=sys.stderr)
         return 1
-    except torch.OutOfMemoryError:
-        print("error: out of memory; lower --batch-size or use --memory-mode reversible "
-              "(or checkpoint)", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, OSError, ImportError, CheckpointError) as err:
-        print(_user_error(err), file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        line = _user_error(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     if summary.get("rank", 0) != 0 or summary.get("already_complete"):
         return 0  # only rank 0 reports; a complete run was reported by the loop
@@ -202,12 +198,11 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     """``revsnn eval --checkpoint PATH``: test accuracy of a saved model."""
     p = _Parser(prog="revsnn eval", description="Evaluate a saved checkpoint.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
-    p.add_argument("--data-dir", help="override the data directory stored in the checkpoint")
+    p.add_argument("--data-dir", help="directory holding the data set's files (the one stored "
+                   "in the checkpoint is not used; nothing is ever downloaded)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw (not EMA) weights")
-    from .checkpoint import CheckpointError
-
     try:
         args = _parse(p, argv)
         if args is None:
@@ -217,8 +212,11 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("revsnn eval: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, ImportError, CheckpointError) as err:
-        print(_user_error(err), file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        line = _user_error(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     print(f"{acc['checkpoint']}: {acc['model']} on {acc['data']} test: accuracy "
           f"{acc['test_acc']:.2f}%, loss {acc['test_loss']:.4f} ({acc['n']} images, epoch "
@@ -230,19 +228,21 @@ def evaluate_checkpoint(
     path: str, data_dir: Optional[str] = None, device: str = "auto",
     batch_size: Optional[int] = None, use_ema: bool = True,
 ) -> Dict[str, Any]:
-    """Rebuild the model of a checkpoint, load its weights and evaluate its test split."""
+    """Rebuild the model of a checkpoint, load its weights and evaluate its test split.
+
+    The stored config is range-checked first; its ``data_dir`` and ``download`` are not used
+    (``data_dir`` comes from the caller only, and nothing is downloaded)."""
     import torch
 
     from ..data import Loader
     from .build import build_data, build_model
     from .checkpoint import load_checkpoint, load_model_state
+    from .checkpoint_check import stored_config
     from .distributed import DistEnv, resolve_device
     from .loop import evaluate
 
     ck = load_checkpoint(path)
-    cfg = TrainConfig.from_dict({k: v for k, v in ck["config"].items()})
-    if data_dir is not None:
-        cfg = apply_overrides(cfg, {"data_dir": data_dir})
+    cfg = stored_config(ck, {"data_dir": data_dir, "download": False})
     dev = resolve_device(device)
     data = build_data(cfg)
     model = build_model(cfg, data.info).to(dev)

@@ -10,6 +10,7 @@ run folder and inside every checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -106,6 +107,9 @@ class TrainConfig:
     # checkpoint.pt is written at the end of every epoch and, with save_every = N > 0, also
     # every N optimiser steps inside an epoch (a resumed run continues from that step)
     save_every: int = 0
+    # optimiser steps whose loss or gradients are NaN/inf that may be skipped (optimiser state
+    # untouched, buffers restored); 0 = stop at the first one (see revsnn.train.finite)
+    skip_nonfinite: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,16 +153,23 @@ def _dump(value: Any) -> str:
     return json.dumps(value)
 
 
-def parse_value(text: str) -> Any:
-    """Parse one ``--set`` value: YAML when available, else JSON, else the plain string."""
+def parse_value(text: str, where: str = "--set value") -> Any:
+    """Parse one ``--set`` value: YAML when available (bounded, core schema: see
+    :mod:`revsnn.train.config_yaml`), else JSON, else the plain string."""
     try:
-        import yaml
+        import yaml  # noqa: F401 - the train extra
 
-        return _fix_numbers(yaml.safe_load(text))
+        from .config_yaml import YAMLBoundError, load_yaml
     except ImportError:
         pass
-    except Exception:  # noqa: BLE001 - fall back to the string
-        return text
+    else:
+        try:
+            value = load_yaml(text, where)
+        except YAMLBoundError:  # alias expansion, depth or size: say so
+            raise
+        except Exception:  # noqa: BLE001 - not YAML: the plain string
+            return text
+        return _fix_numbers(value)
     try:
         return json.loads(text)
     except ValueError:
@@ -236,7 +247,7 @@ def parse_set(items: Sequence[str]) -> Dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
-        out[key.strip()] = parse_value(text)
+        out[key.strip()] = parse_value(text, f"--set {key.strip()}")
     return out
 
 
@@ -245,6 +256,11 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
+    from .config_yaml import MAX_CONFIG_BYTES, load_yaml
+
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {path} has {path.stat().st_size} bytes, more than a "
+                         f"config may hold ({MAX_CONFIG_BYTES})")
     try:
         import yaml
     except ImportError as err:  # pragma: no cover - depends on the install
@@ -252,7 +268,7 @@ def load_config_file(path: Union[str, Path]) -> Dict[str, Any]:
             f"reading {path} needs PyYAML: pip install 'revsnn[train]'"
         ) from err
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -282,6 +298,17 @@ def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
     Path(path).write_text(config_text(cfg))
 
 
+@contextlib.contextmanager
+def _naming(key: str):
+    """Re-raise a ``ValueError`` that does not name ``key`` as ``"key: message"``."""
+    try:
+        yield
+    except ValueError as err:
+        if key in str(err):
+            raise
+        raise ValueError(f"{key}: {err}") from None
+
+
 def validate_config(cfg: TrainConfig, registry_model: bool = True,
                     registry_data: bool = True) -> None:
     """Cheap checks of a config before anything is built (names, ranges, options)."""
@@ -294,34 +321,35 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
         check_dataset_name(cfg.data)
     if registry_model:
         model_info(cfg.model)  # unknown name -> ValueError with suggestions
-    MemoryMode.parse(cfg.memory_mode)
+    with _naming("memory_mode"):
+        MemoryMode.parse(cfg.memory_mode)
     if cfg.memory_budget is not None:
         from ..units import parse_bytes
 
-        parse_bytes(cfg.memory_budget)
+        with _naming("memory_budget"):
+            try:
+                parse_bytes(cfg.memory_budget)
+            except OverflowError:
+                raise ValueError(f"{cfg.memory_budget!r} is not a finite size") from None
     elif cfg.max_batch:
         raise ValueError("--max-batch needs --memory-budget SIZE (the memory the batch must fit)")
-    parse_device(cfg.device)
+    with _naming("device"):
+        parse_device(cfg.device)
+    from .config_ranges import check_ranges
+
+    check_ranges(cfg)
     if cfg.parallel not in ("ddp", "fsdp"):
         raise ValueError(f"--parallel {cfg.parallel!r}: expected one of ddp, fsdp")
     for key in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
         value = getattr(cfg, key)
         if value is not None and value not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"{key} {value!r}: expected one of float32, bfloat16, float16")
-    for key in ("T", "epochs", "batch_size"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("save_every", "num_workers"):
-        if getattr(cfg, key) < 0:
-            raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)}")
-    if cfg.threads is not None and cfg.threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
-    if cfg.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.optimizer.lower() not in ("sgd", "adamw", "lamb"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected sgd, adamw or lamb")
     if cfg.scheduler.lower() not in ("cosine", "step", "constant"):
         raise ValueError(f"unknown scheduler {cfg.scheduler!r}; expected cosine, step or constant")
+    if cfg.frame_mode not in ("count", "time"):
+        raise ValueError(f"frame_mode must be count or time, got {cfg.frame_mode!r}")
     if cfg.amp_dtype not in ("auto", "bfloat16", "float16"):
         raise ValueError(f"amp_dtype must be auto, bfloat16 or float16, got {cfg.amp_dtype!r}")
     if cfg.tensorboard:

@@ -7,6 +7,8 @@ classes taken from the published classifier unless ``--num-classes`` is given, a
 :func:`revsnn.load_published` (explicit name rules; every published tensor used once). The
 config stored in the checkpoint says which data ``revsnn eval`` evaluates on, so give the data
 set the model was trained on, e.g. ``--config configs/dvs_gesture_revsformer_2_256.yaml``.
+An existing ``OUT.pt`` is replaced only with ``--force`` (never a directory); every failure is
+one line on stderr and exit code 2, with nothing written.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def consolidate_main(argv: List[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cli import _Parser
+
+    p = _Parser(
         prog="revsnn convert",
         description="Convert a checkpoint of the published RevSNN / T-RevSNN code into a revsnn "
         "checkpoint (the format of 'revsnn eval --checkpoint').",
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take the trained (not EMA) weights")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any run-config key (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT.pt")
     return p
 
 
@@ -96,8 +101,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "--consolidate" in argv:
         argv.remove("--consolidate")
         return consolidate_main(argv)
-    args = build_parser().parse_args(argv)
+    from ..errors import expected_error
+    from .cli import _parse
+    from .ownership import refuse_existing
+
     try:
+        args = _parse(build_parser(), argv)
+        if args is None:
+            return 0
+        refuse_existing(args.out, args.force, "OUT.pt")
         cfg = TrainConfig()
         if args.config:
             cfg = apply_overrides(cfg, load_config_file(args.config))
@@ -106,8 +118,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = apply_overrides(cfg, parse_set(args.set))
         res = convert_published(args.published, args.model, args.out, cfg, args.num_classes,
                                 args.ema)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        line = expected_error(err)
+        if line is None:
+            raise
+        print(line if line.startswith("revsnn ") else f"revsnn convert: {line}",
+              file=sys.stderr)
         return 2
     print(f"wrote {res['path']}: {args.model} ({res['params']:,} params, {res['num_classes']} "
           f"classes) from {Path(args.published).name} [{res['entry']}]; evaluate with "

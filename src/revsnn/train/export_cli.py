@@ -157,6 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """``revsnn export``; 0 on success, 2 on bad input."""
     from ..export import ExportError, to_nir
     from .checkpoint import CheckpointError
+    from .ownership import refuse_existing
 
     p = build_parser()
     try:
@@ -173,9 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.dt > 0:
             raise UsageError(f"revsnn export: --dt must be a positive number of seconds, got "
                              f"{args.dt}")
-        out = Path(args.out)
-        if out.exists() and not args.force:
-            raise UsageError(f"revsnn export: {out} exists; pass --force to replace it")
+        out = refuse_existing(args.out, args.force, "OUT")  # no directory; --force replaces
         model, name, frames = load_model(args)
         x = sample_input(model, name, frames, args.input_shape)
         graph = to_nir(model, x, dt=args.dt, name=name)

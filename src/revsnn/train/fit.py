@@ -28,6 +28,7 @@ from ..data import DataInfo, ImageSet
 from ..data.tonic_sets import MapDataset
 from .build import bundle_data
 from .config import TrainConfig, apply_overrides, validate_config
+from .finite import check_hyperparameters
 from .loop import train_model
 
 __all__ = ["fit"]
@@ -52,6 +53,7 @@ def fit(
     config.setdefault("data", getattr(train_data, "name", None) or type(train_data).__name__)
     cfg = apply_overrides(TrainConfig(), config)
     validate_config(cfg, registry_model=False, registry_data=False)
+    check_hyperparameters(cfg)
     classes = getattr(model, "num_classes", None)
     train = _wrap(train_data, classes, "train_data")
     test = None if test_data is None else _wrap(test_data, train.num_classes, "test_data")

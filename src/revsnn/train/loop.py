@@ -27,6 +27,7 @@ from .build import DataBundle, build_data, build_model, check_model_fits, count_
 from .checkpoint import load_checkpoint, load_model_state
 from .config import TrainConfig, validate_config
 from .distributed import DistEnv, all_reduce_sum, cleanup, init_distributed, wrap_model
+from .finite import NonFiniteData, StepGuard, check_hyperparameters
 from .interrupt import StopRequest, TrainingInterrupted
 from .memory_report import measure_run_memory, memory_matches
 from .optim import build_ema, build_optimizer, build_scheduler
@@ -43,8 +44,8 @@ from .step import (
     train_epoch,
 )
 
-__all__ = ["METRIC_FIELDS", "TrainingDiverged", "TrainingInterrupted", "evaluate", "run",
-           "run_training", "train_model"]
+__all__ = ["METRIC_FIELDS", "NonFiniteData", "TrainingDiverged", "TrainingInterrupted",
+           "evaluate", "run", "run_training", "train_model"]
 
 
 class _Run:
@@ -83,14 +84,18 @@ class _Run:
         self.saved_any = False
         self.stop: Optional[StopRequest] = None
         self.current_epoch = 0
-        ck = load_checkpoint(cfg.resume, map_location=self.device) if cfg.resume else None
+        ck = (load_checkpoint(cfg.resume, map_location=self.device, resume=True)
+              if cfg.resume else None)
+        self.guard = StepGuard(self.model, cfg.skip_nonfinite,
+                               int(ck.get("skipped_nonfinite", 0)) if ck else 0)
+        self.source = Path(ck["path"]).parent if ck else None
         out = cfg.out or (str(Path(ck["path"]).parent) if ck else None)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path("runs") / f"{cfg.data.replace(':', '-')}_{cfg.model}_{stamp}")
         self.folder = RunFolder(Path(out))
         if env.main:
-            self.folder.check(resume=ck is not None)
+            self.folder.check(resume=ck is not None, source=self.source)
         if ck is not None:
             resume_state(self, ck)
         if self.sharded:
@@ -129,8 +134,8 @@ class _Run:
     # ------------------------------------------------------------------ main
     def fit(self) -> Dict[str, Any]:
         cfg, env, log = self.cfg, self.env, self.log
-        if env.main and not cfg.resume:
-            self.folder.create(cfg)
+        if env.main:
+            self.folder.claim(cfg, self.source, new=not cfg.resume)
         t_start = time.perf_counter()
         where = (self.start_epoch, self.start_step)
         try:
@@ -168,13 +173,20 @@ class _Run:
         except TrainingDiverged as err:
             summary(self, "diverged", time.perf_counter() - t_start)
             kept = self.out / "checkpoint.pt"
-            keep = (f"the last good checkpoint {kept} is kept" if kept.exists()
+            keep = (f"the last good (finite) checkpoint {kept} is kept" if kept.exists()
                     else "no checkpoint had been written yet")
-            raise TrainingDiverged(f"{err}; training stopped, {keep}. Lower --lr or enable "
-                                   "grad_clip/agc_clip.") from None
+            raise TrainingDiverged(f"training diverged: {err}; training stopped, {keep}. Lower "
+                                   "--lr or enable grad_clip/agc_clip (or --set "
+                                   "skip_nonfinite=N).") from None
+        except BaseException:
+            if env.main and not self.saved_any and not cfg.resume:
+                self.folder.remove_created()  # failed before any work: no half-made folder
+            raise
         finally:
             if self.tb is not None:
                 self.tb.close()
+            if env.main:
+                self.folder.release()
         return summary(self, "finished", time.perf_counter() - t_start)
 
     def _stop_requested(self) -> bool:
@@ -195,6 +207,7 @@ def run_training(
     already_complete=True, None)``.
     """
     validate_config(cfg, registry_model=model_factory is None)
+    check_hyperparameters(cfg)
     return train_model(cfg, lambda: build_data(cfg),
                   lambda data: build_model(cfg, data.info, model_factory), log)
 
@@ -209,7 +222,7 @@ def train_model(cfg: TrainConfig, make_data: Callable[[], DataBundle],
     otherwise the model returned is None)."""
     log = log or (lambda s: print(s, flush=True))
     if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
+        ck = load_checkpoint(cfg.resume, resume=True)
         if int(ck["epoch"]) >= cfg.epochs:
             if model is not None and ck.get("sharded"):
                 from .dcp import load_sharded

@@ -16,6 +16,7 @@ import torch
 from .checkpoint import load_model_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistEnv
+from .finite import refuse_nonfinite_payload
 from .optim import scheduler_at
 from .run_folder import RunFolder
 
@@ -85,7 +86,7 @@ def checkpoint_payload(run: Any, epoch: int, step_in_epoch: int = 0,
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "rng": rng, "best_acc": run.best_acc, "best_epoch": run.best_epoch,
         "epoch_times": run.epoch_times, "memory": run.memory, "params": run.params,
-        "last_metrics": run.last,
+        "last_metrics": run.last, "skipped_nonfinite": run.guard.skipped,
     }
 
 
@@ -104,6 +105,7 @@ def save(run: Any, payload: Dict[str, Any], best: bool = False) -> None:
         return
     if not run.env.main:
         return
+    refuse_nonfinite_payload(payload)  # a non-finite state is never saved
     if run.cfg.resume and not run.saved_any:
         run.folder.write_config(run.cfg)  # a resumed run's own config, once it has work
     save_checkpoint(run.out / "checkpoint.pt", payload)

@@ -203,20 +203,33 @@ def main(argv: Optional[List[str]] = None) -> int:
             prof = shard_profile(prof, s["model"], args.world_size,
                                  optimizer_state_factor(args.optimizer))
         if args.max_batch:
+            from ..plan.capacity import cap_budget
+
+            s["budget"], note = cap_budget(s["budget"], s["device"])
+            if note:
+                print(f"revsnn plan: {note}", file=sys.stderr)
             sol = max_batch(prof, s["budget"], clock=args.clock)
         else:
             sol = solve(prof, args.batch, s["budget"], clock=args.clock)
-    except (ValueError, TypeError, ImportError) as err:
-        print(" ".join(f"error: {err}".split()) if not isinstance(err, _UsageError)
-              else str(err), file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - expected failures become one line, bugs re-raise
+        from ..errors import expected_error
+
+        line = str(err) if isinstance(err, _UsageError) else expected_error(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     measured: Optional[Dict[str, Any]] = None
     if not args.no_measure and args.world_size == 1:
+        from ..errors import is_out_of_memory
+
         try:
             measured = measure_plan(s["model"], sol.modes, s["make_input"](sol.batch_size),
                                     forward=s["forward"], loss_fn=s["loss_fn"],
                                     optimizer=s["optimizer"], rounds=args.repeats)
-        except torch.OutOfMemoryError as err:
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
             measured = {"error": f"out of memory ({' '.join(str(err).split())[:200]})"}
     if args.json:
         out = sol.to_json()

@@ -79,7 +79,7 @@ def summary(run: Any, status: str, total_time: float) -> Dict[str, Any]:
         if run.epoch_times else None,
         "epoch_times_s": run.epoch_times, "total_time_s": total_time,
         "process_cpu_time_s": time.process_time(),
-        "run_dir": str(run.out),
+        "run_dir": str(run.out), "skipped_nonfinite_steps": run.guard.skipped,
     }
     if cfg.memory_budget and callable(getattr(run.model, "memory_plan", None)):
         s["memory_plan"] = run.model.memory_plan()

@@ -2,10 +2,13 @@
 results file replaced atomically.
 
 - :meth:`RunFolder.check` (before data, model and memory measurement): ``--out`` must not be a
-  file or lie under one, and a new run must not overwrite a run that holds a checkpoint.
-- :meth:`RunFolder.create` (a new run, right before its first step): makes the folder, writes
-  ``config.yaml`` and the ``metrics.csv`` header; if that fails (read-only file system, no
-  permission) the folders it made are removed again and a :class:`RunFolderError` names the
+  file or lie under one, and it must be new or empty -- a folder belongs to one run: a folder
+  holding a run (or other files) is refused, except the folder of the run being resumed.
+- :meth:`RunFolder.claim` (right before the first step): makes the folder, takes its exclusive
+  lock (:class:`~revsnn.train.ownership.FolderLock`, held until :meth:`RunFolder.release`),
+  removes temporary files a killed write left, checks again under the lock and, for a new run,
+  writes ``config.yaml`` and the ``metrics.csv`` header; if that fails (read-only file system,
+  no permission) the folders it made are removed again and a :class:`RunFolderError` names the
   path and what to do.
 - ``config.yaml``, ``metrics.csv`` and ``summary.json`` are written to a temporary file and
   renamed over the old one, so a crash or a Ctrl-C never leaves half a file, and a resumed run
@@ -23,6 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from .checkpoint import write_text_atomic
 from .config import TrainConfig, config_text
+from .ownership import LOCK_NAME, FolderInUse, FolderLock, clean_orphans, foreign_entries
 
 __all__ = ["METRIC_FIELDS", "RunFolder", "RunFolderError"]
 
@@ -41,9 +45,11 @@ class RunFolder:
         self.path = Path(path)
         self.created: Optional[Path] = None  # the outermost folder this run created
         self.rows: List[Dict[str, Any]] = []
+        self.lock = FolderLock(self.path)
+        self.fresh = False  # claimed empty for a new run: everything in it is this run's
 
     # ------------------------------------------------------------------ before anything
-    def check(self, resume: bool) -> None:
+    def check(self, resume: bool, source: Optional[Path] = None) -> None:
         p = self.path
         if p.exists() and not p.is_dir():
             raise RunFolderError(f"--out {p} is a file, not a folder; choose another --out")
@@ -59,6 +65,32 @@ class RunFolder:
                 f"run folder {p} already holds a checkpoint; continue it with --resume {p} or "
                 "choose another --out"
             )
+        self.check_owner(source)
+
+    _RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.csv", "summary.json", "best.pt")
+
+    def check_owner(self, source: Optional[Path]) -> None:
+        """``--out`` must be new or empty, or the folder of the run being resumed (``source``,
+        the resumed checkpoint's folder)."""
+        p = self.path
+        if source is not None and p.is_dir() and p.resolve() == Path(source).resolve():
+            return
+        held = foreign_entries(p)
+        if not held:
+            return
+        run = any(n in self._RUN_FILES for n in held)
+        names = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        if source is not None and run:
+            raise RunFolderError(
+                f"--out {p} holds another run ({names}); --resume {source} continues into its "
+                f"own folder or into a new or empty --out (to continue the run in {p}: "
+                f"--resume {p})"
+            )
+        what = "another run" if run else "other files"
+        raise RunFolderError(
+            f"--out {p} already holds {what} ({names}); a run folder belongs to one run: "
+            "choose a new or empty --out"
+        )
 
     def load_metrics(self, upto_epoch: int) -> None:
         """Keep the rows of the epochs a resumed checkpoint has done."""
@@ -69,28 +101,67 @@ class RunFolder:
 
     # ------------------------------------------------------------------ writing
     def create(self, cfg: TrainConfig) -> None:
-        """Make the folder of a new run with its config and the metrics header."""
+        """Make and claim the folder of a new run with its config and the metrics header."""
+        self.claim(cfg, None, new=True)
+
+    def claim(self, cfg: TrainConfig, source: Optional[Path], new: bool) -> None:
+        """Make the folder, lock it, clean orphaned temporary files and check it again under
+        the lock; a new run also writes its config and the metrics header."""
         missing = self.path
         while not missing.parent.exists() and missing.parent != missing:
             missing = missing.parent
-        existed = self.path.exists()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not existed:
+            try:  # only a folder this process made is ever removed again
+                self.path.mkdir(parents=True)
                 self.created = missing
-            self.write_config(cfg)
-            self.write_metrics()
-        except OSError as err:
+            except FileExistsError:
+                if not self.path.is_dir():
+                    raise
+            self.lock.acquire()
+            clean_orphans(self.path)
+            self.check_owner(source)
+            self.fresh = new and not foreign_entries(self.path)
+            if new:
+                self.write_config(cfg)
+                self.write_metrics()
+        except (OSError, FolderInUse, RunFolderError) as err:
+            if isinstance(err, FolderInUse):  # another run holds it: touch nothing
+                self.created, self.fresh = None, False
             self.remove_created()
+            if not isinstance(err, OSError):
+                raise
             reason = err.strerror or type(err).__name__
             raise RunFolderError(
                 f"cannot write the run folder {self.path}: {reason}; choose a writable --out"
             ) from None
 
+    def release(self) -> None:
+        """Drop the folder's lock (the run writes nothing more)."""
+        self.lock.release()
+
     def remove_created(self) -> None:
-        if self.created is not None and self.created.exists():
-            shutil.rmtree(self.created, ignore_errors=True)
-        self.created = None
+        """Remove what this run made (a run that failed before saving anything): its folder,
+        or its files in an empty folder it was given; then the lock is released. Parent
+        folders it made go only when empty."""
+        if self.created is not None and self.path.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+            parent = self.path.parent
+            while self.created in (parent, *parent.parents) and parent != parent.parent:
+                try:
+                    parent.rmdir()  # only when empty: another run may have come meanwhile
+                except OSError:
+                    break
+                parent = parent.parent
+        elif self.fresh and self.path.is_dir():  # an empty folder given: empty it again
+            for f in self.path.iterdir():
+                if f.name == LOCK_NAME:
+                    continue
+                if f.is_dir():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
+        self.release()
+        self.created, self.fresh = None, False
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_text_atomic(self.path / "config.yaml", config_text(cfg))

@@ -1,6 +1,7 @@
 """The training step and the epoch of steps: augment -> forward all heads -> loss -> backward ->
-clip -> optimiser step -> schedule -> EMA, with the loss checked finite on every rank and a
-Ctrl-C looked at once per step; and the evaluation of the final head.
+clip -> checked optimiser step (batch, loss, gradients, buffers and, after it, parameters
+finite: :mod:`revsnn.train.finite`) -> schedule -> EMA, with a Ctrl-C looked at once per
+step; and the evaluation of the final head.
 
 Reproducibility: the data order and every augmentation draw of an epoch depend only on
 ``(seed, epoch)`` (:func:`epoch_generator`).
@@ -20,6 +21,7 @@ from ..models.objective import model_loss, soft_cross_entropy
 from .build import DataBundle
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum
+from .finite import TrainingDiverged, batch_finite, checked_step
 from .optim import adaptive_clip_grad, ema_update
 from .payload import checkpoint_payload, save
 from .progress import make_progress
@@ -28,10 +30,6 @@ __all__ = [
     "StopTraining", "TrainingDiverged", "amp_context", "batch_inputs", "epoch_generator",
     "evaluate", "train_epoch",
 ]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; training stopped and the last good checkpoint was kept."""
 
 
 class StopTraining(Exception):
@@ -122,20 +120,12 @@ def train_epoch(run: Any, epoch: int, start: int, state: Optional[Dict[str, Any]
         if batch.step >= run.steps:
             break
         lr = run.optimizer.param_groups[0]["lr"]
+        data_ok = batch_finite(batch.x)
         x, target = batch_inputs(run.data, batch, gen, train=True)
+        run.guard.remember_buffers()
         with run.amp_ctx():
             heads = run.ddp(x)
         loss = model_loss(heads, target, cfg.label_smoothing)
-        # one reduction per step: [loss not finite, Ctrl-C requested] on any rank
-        flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0,
-                              1.0 if run.stop is not None and run.stop.requested else 0.0])
-        all_reduce_sum(flags, env)
-        if float(flags[0]) > 0:
-            raise TrainingDiverged(
-                f"loss became {float(loss.detach())} at epoch {epoch + 1}, step "
-                f"{batch.step + 1} (lr {lr:.3g})"
-            )
-        stop = float(flags[1]) > 0
         run.optimizer.zero_grad(set_to_none=True)
         if run.scaler is not None:
             run.scaler.scale(loss).backward()
@@ -146,22 +136,23 @@ def train_epoch(run: Any, epoch: int, start: int, state: Optional[Dict[str, Any]
             adaptive_clip_grad(run.model.parameters(), cfg.agc_clip)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-        if run.scaler is not None:
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-        else:
-            run.optimizer.step()
+        # the optimiser step, checked (and Ctrl-C looked at) in one reduction on all ranks
+        skipped, stop = checked_step(run, loss, data_ok, batch, epoch, lr)
         run.scheduler.step()
-        if run.sharded:
+        if run.sharded and not skipped:
             from .sharding import ShardedEMA, sync_buffers
 
             sync_buffers(run.model)  # BatchNorm running statistics: the processes' mean
             if isinstance(run.ema, ShardedEMA):
                 run.ema.update()
-        if run.ema is not None and not run.sharded:
+        if run.ema is not None and not skipped and not run.sharded:
             ema_update(run.ema, run.model)
         run.global_step += 1
         step = batch.step + 1
+        if skipped:
+            if stop:
+                break
+            continue
         n = len(batch.y)
         truth = target if target.dim() == 1 else target.argmax(1)
         correct = float((heads[-1].detach().argmax(1) == truth).sum())

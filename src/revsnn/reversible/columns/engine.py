@@ -33,8 +33,9 @@ inverse loses, and dividing by ``alpha`` doubles it per column at ``alpha = 0.5`
 states a rebuilt column 10 steps back exceeds the default tolerance and would be stored.
 ``state_dtype=torch.float64`` keeps the states (and that recurrence) in float64 while the levels
 compute in float32 (their inputs are cast, spikes are unchanged except within a float32 ulp of
-a threshold, where the fix-ups apply), so T-RevSNN rebuilds up to T ~ 40 columns without
-storing any, for one float64 copy of the last column's states. Under autocast the states stay
+a threshold, where the fix-ups apply), so T-RevSNN rebuilds up to T ~ 28 columns at
+``alpha = 0.5`` without storing any (rebuilt states within one float32 ulp), for one float64
+copy of the last column's states. Under autocast the states stay
 in that dtype too; the levels compute in the autocast dtype and every recomputation replays it.
 """
 
@@ -71,8 +72,10 @@ class TemporalColumns(HasMemoryMode, nn.Module):
         memory_mode: "none" | "checkpoint" | "reversible" (default).
         alpha_floor: ``|alpha|`` is kept >= this value (sign kept) before every forward.
         tolerance: relative bound on the rebuild error of a column before it is stored
-            instead (``None``: ``1e3 * eps`` of the compute dtype; ``math.inf``: never store,
-            no fix-ups -- pure rebuild, for measurements).
+            instead (``None``: ``eps`` of the compute dtype when the states are wider, so
+            alpha's gradient and readouts, which read state values, equal plain autograd's to
+            rounding; ``1e3 * eps`` with states in the compute dtype, where they carry up to
+            that error; ``math.inf``: never store, no fix-ups -- pure rebuild).
         store_every: also store every k-th column (0: never).
         thresholds: input thresholds of the levels' spike functions (see :mod:`.policy`).
         preserve_rng_state: capture and replay RNG state for the recomputation (dropout).

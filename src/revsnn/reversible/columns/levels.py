@@ -60,8 +60,14 @@ class ColumnMaths:
         return cd, (sd if torch.finfo(sd).bits >= torch.finfo(cd).bits else cd)
 
     def tolerance_value(self) -> float:
-        cd = self.dtypes()[0]
-        return 1e3 * torch.finfo(cd).eps if self.tolerance is None else float(self.tolerance)
+        """``tolerance``, or its default: ``eps`` of the compute dtype with wider states (every
+        value read from a rebuilt state -- alpha's gradient, a readout -- is then exact to
+        rounding), ``1e3 * eps`` with states in the compute dtype (see TemporalColumns)."""
+        if self.tolerance is not None:
+            return float(self.tolerance)
+        cd, sd = self.dtypes()
+        eps = torch.finfo(cd).eps
+        return eps if torch.finfo(sd).bits > torch.finfo(cd).bits else 1e3 * eps
 
     # ------------------------------------------------------------------------- one level
     def level(self, t: int, k: int, lower: torch.Tensor, upper: Optional[torch.Tensor],
