@@ -17,6 +17,9 @@ Sections (``--only`` picks some), each the same benchmark command as on a CPU wi
   kernels) step time with CUDA events, compile time and ``max_memory_allocated`` for the four
   models in none and reversible mode at batch 4 and 16 (the smoke run traces with the ``eager``
   backend: no kernel build);
+- ``fsdp``: ``benchmarks/bench_fsdp.py``: per-process peak (batch-independent part, MiB per
+  image) and step time of FSDP2 sharding over all local GPUs (NCCL, one process per GPU)
+  against one GPU, RevSResNet37 and a 0.33B-parameter RevSResNet in reversible mode;
 - ``checks``: equality checks -- a channels_last copy against the contiguous model, and under
   bf16 autocast each memory mode against ``none`` (relative differences of the logits and of
   every parameter gradient, and whether they are within tolerance); each model in a child
@@ -45,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_compile  # noqa: E402
+import bench_fsdp  # noqa: E402
 import bench_pararevsnn  # noqa: E402
 import bench_revsnn  # noqa: E402
 import bench_trevsnn  # noqa: E402
@@ -80,6 +84,9 @@ SECTIONS = {
               "spikingjelly:ms_resnet34", "spikingjelly:ms_resnet34+memopt4", "--batch", "4",
               "--image", "8", "--T", "2", "--rounds", "1", "--repeats", "2",
               "--figure-model", "ms_resnet_test"]),
+    "fsdp": (bench_fsdp.main, ["--batches", "16", "32", "--image", "32", "--T", "4"],
+             ["--models", "revs_resnet_test", "--batches", "1", "2", "--image", "8", "--T", "1",
+              "--steps", "1"]),
 }
 #: sections whose script takes a folder (``--out``), not a results file
 FOLDER_OUT = {"plan"}

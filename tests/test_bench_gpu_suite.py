@@ -30,7 +30,7 @@ def _finite(v) -> bool:
 
 
 def test_every_section_writes_a_results_file_with_provenance(smoke):
-    for name in ("claims", "revsnn", "trevsnn", "pararevsnn", "compile", "checks"):
+    for name in ("claims", "revsnn", "trevsnn", "pararevsnn", "fsdp", "compile", "checks"):
         doc = read_results(smoke / f"{name}_cpu.json")
         prov = doc["provenance"]
         # the command that reproduces the file: the section's own script with the suite's options

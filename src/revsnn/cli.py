@@ -13,6 +13,7 @@ commands:
   eval     evaluate a saved checkpoint: revsnn eval --checkpoint PATH
   convert  published code's checkpoint -> revsnn checkpoint:
            revsnn convert --published CKPT --model NAME OUT.pt
+           shards of a --parallel fsdp run -> one file: revsnn convert --consolidate RUN
   export   a model's inference network as a NIR file (neuromorphic hardware, other SNN
            libraries): revsnn export --checkpoint RUN --format nir OUT.nir
   bench    memory / speed / energy benchmarks: revsnn bench memory|speed|energy ...

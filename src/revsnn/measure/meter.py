@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -46,6 +46,8 @@ def tensor_bytes(tensors: Iterable[Optional[torch.Tensor]]) -> int:
     for t in tensors:
         if t is None or not isinstance(t, torch.Tensor):
             continue
+        if callable(getattr(t, "to_local", None)):  # a DTensor: this process's shard
+            t = t.to_local()
         s = t.untyped_storage()
         if s.data_ptr() == 0:
             continue
@@ -74,7 +76,8 @@ class AllocationTracker(TorchDispatchMode):
         device: count storages on this device type only ("cpu" by default); ``None`` counts all.
     """
 
-    def __init__(self, device: Union[str, torch.device, None] = "cpu") -> None:
+    def __init__(self, device: Union[str, torch.device, None] = "cpu",
+                 watch: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
         self.device_type: Optional[str] = None if device is None else torch.device(device).type
         self._lock = threading.Lock()
@@ -82,6 +85,11 @@ class AllocationTracker(TorchDispatchMode):
         self.current = 0
         self.peak = 0
         self.allocations = 0
+        # storages that existed before entering but are resized outside the dispatcher (FSDP's
+        # gathered parameters: storage.resize_): their growth from now on is counted, polled
+        # after every op
+        self._watched = {id(s): (s, s.nbytes()) for s in
+                         (t.untyped_storage() for t in watch)}
 
     # -- bookkeeping -----------------------------------------------------------------------
     def reset_peak(self) -> None:
@@ -132,7 +140,18 @@ class AllocationTracker(TorchDispatchMode):
         for t in flat_out:
             if isinstance(t, torch.Tensor):
                 self._track(t, inputs)
+        if self._watched:
+            self._poll()
         return out
+
+    def _poll(self) -> None:
+        with self._lock:
+            for key, (s, before) in self._watched.items():
+                now = s.nbytes()
+                if now != before:
+                    self.current += now - before
+                    self._watched[key] = (s, now)
+            self.peak = max(self.peak, self.current)
 
     @property
     def current_mib(self) -> float:
@@ -195,13 +214,15 @@ class Meter:
     step's start reads 0). CUDA: ``memory_allocated`` (absolute). ``Meter(None)``: no memory
     (timing runs)."""
 
-    def __init__(self, device: Optional[torch.device]) -> None:
+    def __init__(self, device: Optional[torch.device], watch: Sequence[torch.Tensor] = ()
+                 ) -> None:
         self.device = device
+        self.watch = watch  # tensors resized outside the dispatcher (AllocationTracker)
         self._tracker: Optional[AllocationTracker] = None
 
     def __enter__(self) -> Meter:
         if self.device is not None and self.device.type == "cpu":
-            self._tracker = AllocationTracker(self.device)
+            self._tracker = AllocationTracker(self.device, self.watch)
             self._tracker.__enter__()
         elif self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

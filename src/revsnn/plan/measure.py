@@ -12,8 +12,9 @@ buffers, gradients, modes and the RNG are restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -45,9 +46,15 @@ def measure_plans(
     rounds: int = 5,
     warmup: int = 1,
     memory: bool = True,
+    watch: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+    restore: bool = True,
 ) -> Dict[str, Dict[str, Any]]:
     """Measure several plans (``{label: modes}``) on one batch; returns per label
-    ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``."""
+    ``peak_bytes``, ``fixed_bytes``, ``wall_s`` / ``cpu_s`` (medians), ``wall_times_s``.
+    ``watch()``: tensors whose storage is resized outside the dispatcher during the step
+    (a sharded model's gathered parameters, :func:`revsnn.plan.sharded.gathered_storage`).
+    ``restore=False`` leaves the model trained by the measured steps (no copy of its
+    parameters, gradients and optimiser state is kept: for models near the memory's limit)."""
     dev = device_of(model)
     x = example_input.to(dev)
     B = batch_of(x)
@@ -57,7 +64,7 @@ def measure_plans(
     timeline = Timeline({})
     clock = Clock(dev)
     out: Dict[str, Dict[str, Any]] = {k: {"wall_times_s": [], "cpu_times_s": []} for k in plans}
-    with preserved(model, dev):
+    with preserved(model, dev) if restore else contextlib.nullcontext():
         opt = (optimizer or default_optimizer)(params)
         y = label_source(model, forward, x, target, dev)(B)
 
@@ -70,7 +77,7 @@ def measure_plans(
             for _ in range(warmup):
                 step(Meter(None))
             if memory:
-                events = step(Meter(dev))
+                events = step(Meter(dev, watch() if watch is not None else ()))
                 fixed = fixed_bytes(dev, events, model, opt, x, y)
                 c0 = events[0][2]
                 peak = max(p for _, _, _, p, _ in events)

@@ -44,6 +44,11 @@ def _plan(cfg: TrainConfig, data: DataBundle, model: nn.Module, env: DistEnv,
         loss_fn=lambda out, t: model_loss(out, t, cfg.label_smoothing),
         optimizer=lambda params: build_optimizer(model, cfg), rounds=1,
     )
+    if cfg.parallel == "fsdp" and env.world > 1:  # per process of the sharded run
+        from ..plan.sharded import optimizer_state_factor, shard_profile
+
+        prof = shard_profile(prof, model, env.world,
+                             optimizer_state_factor(cfg.optimizer, cfg.momentum))
     sol = max_batch(prof, budget) if cfg.max_batch else solve(prof, local, budget)
     if not sol.fits:
         raise ValueError(f"--memory-budget {cfg.memory_budget}: {sol.message}; lower "

@@ -40,6 +40,15 @@ def check_loaded(data: Dict[str, Any], path: Path, resume: bool = False) -> None
     if not isinstance(data["config"], Mapping):
         raise CheckpointError(f"checkpoint {path}: the stored config is a "
                               f"{type(data['config']).__name__}, not a mapping of config keys")
+    if isinstance(data.get("sharded"), Mapping):
+        # a --parallel fsdp run's file: the tensors are in its DCP folder, matched against the
+        # model when loaded (revsnn.train.dcp); the counters are checked here as for any file
+        if resume:
+            for key in ("epoch", "global_step", "best_epoch"):
+                if not _int(data.get(key), -1):
+                    raise CheckpointError(f"checkpoint {path}: '{key}' must be an integer, "
+                                          f"got {data.get(key)!r}")
+        return
     model = data["model"]
     if not isinstance(model, Mapping) or not all(torch.is_tensor(v) for v in model.values()):
         raise CheckpointError(f"checkpoint {path}: the 'model' entry is not a state dict of "

@@ -49,7 +49,8 @@ _FLAGS = {
     "batch_size": "batch_size", "lr": "lr", "memory_mode": "memory_mode", "out": "out",
     "device": "device", "seed": "seed", "resume": "resume", "tensorboard": "tensorboard",
     "amp": "amp", "threads": "threads", "save_every": "save_every",
-    "memory_budget": "memory_budget", "max_batch": "max_batch", "compile": "compile",
+    "memory_budget": "memory_budget", "max_batch": "max_batch", "parallel": "parallel",
+    "compile": "compile",
 }
 
 
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. --set mixup=0.5 (repeatable)")
     p.add_argument("--out", help="run folder (default runs/<data>_<model>_<time>)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--parallel", choices=["ddp", "fsdp"],
+                   help="with several processes (torchrun): ddp replicates the model (default), "
+                   "fsdp shards parameters, gradients and optimiser state (FSDP2, distributed "
+                   "checkpoints); one process ignores it")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--resume", metavar="PATH",
@@ -250,8 +255,17 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     data = build_data(cfg)
     model = build_model(cfg, data.info).to(dev)
-    ema = use_ema and ck.get("ema") is not None and cfg.eval_ema
-    load_model_state(model, ck["ema"] if ema else ck["model"], ck["path"])
+    if ck.get("sharded"):  # the shards of a --parallel fsdp run, gathered in this process
+        from .dcp import EMAView, check_sharded_matches, load_sharded
+
+        check_sharded_matches(ck, model, None)
+        ema = use_ema and cfg.ema_decay > 0 and cfg.eval_ema
+        load_sharded(ck, model, None, None)
+        if ema:
+            load_sharded(ck, model, None, EMAView(model))
+    else:
+        ema = use_ema and ck.get("ema") is not None and cfg.eval_ema
+        load_model_state(model, ck["ema"] if ema else ck["model"], ck["path"])
     loader = Loader(data.test, batch_size or cfg.batch_size, False, device=dev)
     with torch.no_grad():
         res = evaluate(model, loader, data, DistEnv(device=dev))

@@ -92,6 +92,13 @@ class TrainConfig:
     num_workers: int = 0
     data_on_device: bool = True
     sync_bn: bool = False
+    # several processes (torchrun): "ddp" replicates the model, "fsdp" shards parameters,
+    # gradients and optimiser state (FSDP2; checkpoints with DCP); one process ignores it.
+    # fsdp_param_dtype (CUDA): gather and compute in bfloat16/float16, reduce in
+    # fsdp_reduce_dtype
+    parallel: str = "ddp"
+    fsdp_param_dtype: Optional[str] = None
+    fsdp_reduce_dtype: str = "float32"
     out: Optional[str] = None  # run folder; default runs/<data>_<model>_<time>
     resume: Optional[str] = None
     tensorboard: bool = False
@@ -333,6 +340,12 @@ def validate_config(cfg: TrainConfig, registry_model: bool = True,
     from .config_ranges import check_ranges
 
     check_ranges(cfg)
+    if cfg.parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"--parallel {cfg.parallel!r}: expected one of ddp, fsdp")
+    for key in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
+        value = getattr(cfg, key)
+        if value is not None and value not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"{key} {value!r}: expected one of float32, bfloat16, float16")
     if cfg.optimizer.lower() not in ("sgd", "adamw", "lamb"):
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected sgd, adamw or lamb")
     if cfg.scheduler.lower() not in ("cosine", "step", "constant"):

@@ -23,6 +23,28 @@ from .config import TrainConfig, apply_overrides, load_config_file, parse_set
 __all__ = ["convert_published", "main"]
 
 
+def consolidate_main(argv: List[str]) -> int:
+    """``revsnn convert --consolidate RUN [OUT.pt]``: one checkpoint file from the shards of a
+    ``--parallel fsdp`` run (default ``RUN/consolidated.pt``)."""
+    from .checkpoint import CheckpointError
+    from .dcp import consolidate
+
+    p = argparse.ArgumentParser(prog="revsnn convert --consolidate",
+                                description="Write one checkpoint file from the shards of a "
+                                "--parallel fsdp run.")
+    p.add_argument("run", metavar="RUN", help="run folder or its checkpoint.pt / best.pt")
+    p.add_argument("out", nargs="?", metavar="OUT.pt", help="default RUN/consolidated.pt")
+    args = p.parse_args(argv)
+    try:
+        res = consolidate(args.run, args.out)
+    except (ValueError, TypeError, OSError, ImportError, CheckpointError) as err:
+        print(" ".join(f"error: {err}".split()), file=sys.stderr)
+        return 2
+    print(f"wrote {res['path']}: {res['model']} at step {res['global_step']} (epoch "
+          f"{res['epoch']}); evaluate with revsnn eval --checkpoint {res['path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli import _Parser
 
@@ -75,6 +97,10 @@ def convert_published(
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``revsnn convert``; returns 0 on success, 2 on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--consolidate" in argv:
+        argv.remove("--consolidate")
+        return consolidate_main(argv)
     from ..errors import expected_error
     from .cli import _parse
     from .ownership import refuse_existing

@@ -78,7 +78,11 @@ def init_distributed(device: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistEnv(device=resolve_device(device))
-    rank = int(os.environ["RANK"])
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise ValueError(f"WORLD_SIZE={world} but no process group to join ({', '.join(missing)} "
+                         "unset); launch with torchrun --nproc_per_node=N")
+    rank = int(os.environ["RANK"]) if "RANK" in os.environ else dist.get_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     created = False

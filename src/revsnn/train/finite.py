@@ -63,7 +63,10 @@ def _norm(tensors: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
     device and dtype): a float32/16 value is below 3.4e38, so a sum of squares of finite values
     stays below 1.2e77 * numel and never overflows float64, while any NaN or inf propagates.
     float64 tensors (which could overflow) use the infinity norm ``max |x|`` instead."""
-    ts = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    # a DTensor (a sharded run's parameter or gradient): this process's shard; the caller's
+    # reduction over processes covers the rest
+    ts = [t.to_local() if callable(getattr(t, "to_local", None)) else t for t in tensors]
+    ts = [t.detach() for t in ts if t.is_floating_point() and t.numel()]
     if not ts:
         return None
     wide = [t for t in ts if t.dtype == torch.float64]

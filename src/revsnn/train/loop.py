@@ -35,6 +35,7 @@ from .optim import build_ema, build_optimizer, build_scheduler
 from .payload import already_complete, checkpoint_payload, resume_state, save
 from .report import end_epoch, header, interrupted, summary
 from .run_folder import METRIC_FIELDS, RunFolder
+from .sharding import ShardedEMA, shard_for_run
 from .step import (
     StopTraining,
     TrainingDiverged,
@@ -71,9 +72,11 @@ class _Run:
         if cfg.max_steps:
             self.steps = min(self.steps, int(cfg.max_steps))
         self.module = TrainForward(self.model)
+        self.sharded = shard_for_run(self.model, cfg, env)  # --parallel fsdp (sharding.py)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
-        self.ema = build_ema(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = (None if cfg.ema_decay <= 0 else ShardedEMA(self.model, cfg.ema_decay)
+                    if self.sharded else build_ema(self.model, cfg.ema_decay))
         self.amp_ctx, self.scaler = amp_context(cfg, self.device)
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
         self.epoch_state: Optional[Dict[str, Any]] = None
@@ -98,7 +101,10 @@ class _Run:
             self.folder.check(resume=ck is not None, source=self.source)
         if ck is not None:
             resume_state(self, ck)
-        if cfg.measure_memory and env.main:
+        if self.sharded:
+            self.memory["method"] = "not measured under --parallel fsdp (revsnn plan " \
+                                    "--world-size N predicts the per-process peak)"
+        elif cfg.measure_memory and env.main:
             stored = ck.get("memory") if ck else None
             if memory_matches(stored, cfg, self.device):
                 self.memory = dict(stored)
@@ -107,7 +113,7 @@ class _Run:
                     self.module, self.model, self.data, cfg, self.device,
                     lambda b: batch_inputs(self.data, b, None, train=False))
         self.compile_clock = compile_for_training(self.model) if cfg.compile else None
-        self.ddp = wrap_model(self.module, env, cfg.sync_bn)
+        self.ddp = self.module if self.sharded else wrap_model(self.module, env, cfg.sync_bn)
         self.tb = None
 
     @property
@@ -117,7 +123,14 @@ class _Run:
     def evaluate(self) -> Dict[str, Optional[float]]:
         if self.test_loader is None:
             return {"test_loss": None, "test_acc": None}
-        model = self.ema.module if (self.ema is not None and self.cfg.eval_ema) else self.model
+        use_ema = self.ema is not None and self.cfg.eval_ema
+        if use_ema and self.sharded:  # the averages swapped into the sharded model
+            self.ema.swap()
+            try:
+                return evaluate(self.model, self.test_loader, self.data, self.env, self.amp_ctx)
+            finally:
+                self.ema.swap()
+        model = self.ema.module if use_ema else self.model
         single = self.env.world == 1 and self.stop is not None
         return evaluate(model, self.test_loader, self.data, self.env, self.amp_ctx,
                         stop=(lambda: self.stop.requested) if single else None)
@@ -215,7 +228,11 @@ def train_model(cfg: TrainConfig, make_data: Callable[[], DataBundle],
     if cfg.resume:
         ck = load_checkpoint(cfg.resume, resume=True)
         if int(ck["epoch"]) >= cfg.epochs:
-            if model is not None:
+            if model is not None and ck.get("sharded"):
+                from .dcp import load_sharded
+
+                load_sharded(ck, model, None, None)
+            elif model is not None:
                 load_model_state(model, ck["model"], ck["path"])
             return already_complete(cfg, ck, DistEnv(rank=int(os.environ.get("RANK", 0))),
                                     log), model

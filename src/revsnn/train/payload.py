@@ -25,29 +25,36 @@ __all__ = ["already_complete", "checkpoint_payload", "resume_state", "save"]
 
 def resume_state(run: Any, ck: Dict[str, Any]) -> None:
     """Put the run's model, optimiser, schedule, EMA, scaler, RNG and counters where the
-    checkpoint ``ck`` left them."""
-    load_model_state(run.model, ck["model"], ck["path"])
+    checkpoint ``ck`` left them (DCP shards or one file, sharded run or not: dcp.py)."""
+    shards = bool(ck.get("sharded") or run.sharded)
+    if not shards:
+        load_model_state(run.model, ck["model"], ck["path"])
     # the schedule of this config replayed to the checkpoint's step (the same rates as the
     # uninterrupted run; a changed --epochs gives the new schedule from here on)
     run.scheduler = scheduler_at(run.optimizer, run.cfg, run.steps,
                                   int(ck["global_step"]))
     rates = [g["lr"] for g in run.optimizer.param_groups]
-    try:
-        run.optimizer.load_state_dict(ck["optimizer"])
-    except (ValueError, KeyError) as err:
-        raise ValueError(
-            f"checkpoint {ck['path']}: optimizer state does not match ({err})"
-        ) from err
+    if shards:
+        from .dcp import resume_tensors
+
+        resume_tensors(ck, run.model, run.optimizer, run.ema, run.sharded)
+    else:
+        try:
+            run.optimizer.load_state_dict(ck["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise ValueError(
+                f"checkpoint {ck['path']}: optimizer state does not match ({err})"
+            ) from err
     for g, lr in zip(run.optimizer.param_groups, rates):
         g["lr"] = lr
-    if run.ema is not None:
+    if run.ema is not None and not shards:
         if ck.get("ema") is None:
             raise ValueError(f"checkpoint {ck['path']} has no EMA state but ema_decay > 0")
         load_model_state(run.ema.module, ck["ema"], ck["path"])
     if run.scaler is not None and ck.get("scaler"):
         run.scaler.load_state_dict(ck["scaler"])
     rng = ck.get("rng", {})
-    if "torch" in rng:
+    if "torch" in rng and not ck.get("sharded"):  # shards: each process's own (dcp.py)
         torch.set_rng_state(rng["torch"].cpu())
     if rng.get("cuda") and run.device.type == "cuda":
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
@@ -72,8 +79,10 @@ def checkpoint_payload(run: Any, epoch: int, step_in_epoch: int = 0,
     return {
         "config": run.cfg.to_dict(), "epoch": epoch, "global_step": run.global_step,
         "step_in_epoch": step_in_epoch, "epoch_state": epoch_state,
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "ema": run.ema.module.state_dict() if run.ema is not None else None,
+        "model": None if run.sharded else run.model.state_dict(),
+        "optimizer": None if run.sharded else run.optimizer.state_dict(),
+        "ema": run.ema.module.state_dict() if run.ema is not None and not run.sharded
+        else None,
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "rng": rng, "best_acc": run.best_acc, "best_epoch": run.best_epoch,
         "epoch_times": run.epoch_times, "memory": run.memory, "params": run.params,
@@ -82,7 +91,18 @@ def checkpoint_payload(run: Any, epoch: int, step_in_epoch: int = 0,
 
 
 def save(run: Any, payload: Dict[str, Any], best: bool = False) -> None:
-    """Write ``checkpoint.pt`` (and ``best.pt``) on the main rank."""
+    """Write ``checkpoint.pt`` (and ``best.pt``) on the main rank; a sharded run's processes
+    all write their shards (:func:`revsnn.train.dcp.save_sharded`)."""
+    if run.sharded:
+        from .dcp import save_sharded
+
+        if run.cfg.resume and not run.saved_any and run.env.main:
+            run.folder.write_config(run.cfg)
+        for name in ("checkpoint", "best") if best else ("checkpoint",):
+            save_sharded(run.out, name, payload, run.model, run.optimizer, run.ema,
+                         run.cfg.parallel)
+        run.saved_any = True
+        return
     if not run.env.main:
         return
     refuse_nonfinite_payload(payload)  # a non-finite state is never saved

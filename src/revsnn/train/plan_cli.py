@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--batch", type=int, help="batch size to plan for")
     size.add_argument("--max-batch", action="store_true",
                       help="find the largest batch size that fits the budget")
+    p.add_argument("--world-size", type=int, default=1, metavar="N",
+                   help="plan per process of N processes sharding the model (--parallel fsdp): "
+                   "parameters, gradients and optimiser state / N plus the largest gathered "
+                   "unit; --batch is the per-process batch (not measured here: one process "
+                   "cannot run the sharded step)")
     p.add_argument("--budget", required=True,
                    help="device memory for the training step, e.g. 8GiB, 600MiB, 1.5G, 8GB")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -101,7 +106,7 @@ def _setup(args) -> Dict[str, Any]:
     from .optim import build_optimizer
 
     for name in ("batch", "T", "image_size", "num_classes", "threads", "profile_batch", "rounds",
-                 "repeats"):
+                 "repeats", "world_size"):
         _positive(name.replace("_", "-"), getattr(args, name))
     budget = parse_bytes(args.budget)
     info = model_info(args.model)
@@ -142,7 +147,8 @@ def _table(s: Dict[str, Any], sol, measured: Optional[Dict[str, Any]], args, pro
                         if dev.type == "cpu" else "")
     lines = [
         f"{args.model} | batch {sol.batch_size}, T={s['T']}, {s['size']}x{s['size']}, {where}, "
-        f"{args.optimizer} | budget {format_bytes(sol.budget_bytes)}",
+        f"{args.optimizer} | budget {format_bytes(sol.budget_bytes)}"
+        + (f" per process of {args.world_size} (FSDP)" if args.world_size > 1 else ""),
         f"{'part':<22} {'mode':<11} {'kept MiB':>9} {'extra ms':>9}",
     ]
     for name in prof.order:
@@ -191,6 +197,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         prof_x = s["make_input"](s["profile_batch"])
         prof = profile(s["model"], prof_x, forward=s["forward"], loss_fn=s["loss_fn"],
                        optimizer=s["optimizer"], rounds=args.rounds)
+        if args.world_size > 1:
+            from ..plan.sharded import optimizer_state_factor, shard_profile
+
+            prof = shard_profile(prof, s["model"], args.world_size,
+                                 optimizer_state_factor(args.optimizer))
         if args.max_batch:
             from ..plan.capacity import cap_budget
 
@@ -209,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(line, file=sys.stderr)
         return 2
     measured: Optional[Dict[str, Any]] = None
-    if not args.no_measure:
+    if not args.no_measure and args.world_size == 1:
         from ..errors import is_out_of_memory
 
         try:
@@ -223,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         out = sol.to_json()
         out.update(model=args.model, T=s["T"], image_size=s["size"], device=str(s["device"]),
+                   world_size=args.world_size,
                    torch=torch.__version__, optimizer=args.optimizer, clock=args.clock,
                    profile_batches=list(prof.batches))
         if measured is not None:

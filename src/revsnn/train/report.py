@@ -28,7 +28,8 @@ def header(run: Any) -> str:
         f"revsnn train: {cfg.model} ({run.params:,} params) on {cfg.data} "
         f"({len(run.data.train)} train / {n_test} test), run folder {run.out}",
         f"  device {run.device}, {threads}, {env.world} process"
-        f"{'es' if env.world > 1 else ''} | memory_mode {mode_name(run)}{budget}, T={cfg.T}, "
+        f"{'es' if env.world > 1 else ''}{' (fsdp: sharded)' if run.sharded else ''}"
+        f" | memory_mode {mode_name(run)}{budget}, T={cfg.T}, "
         f"batch {cfg.batch_size} | {cfg.epochs} epochs x {run.steps} steps = {total:,} "
         "steps" + (f" ({left:,} left, resuming at epoch {run.start_epoch + 1} step "
                    f"{run.start_step + 1})" if cfg.resume else ""),
@@ -66,6 +67,7 @@ def summary(run: Any, status: str, total_time: float) -> Dict[str, Any]:
         "epochs_done": len(run.epoch_times), "global_step": run.global_step,
         "steps_per_epoch": run.steps, "device": str(run.device),
         "threads": torch.get_num_threads(), "world_size": run.env.world,
+        "parallel": "fsdp" if run.sharded else "ddp" if run.env.world > 1 else None,
         "rank": run.env.rank, "torch": str(torch.__version__), "params": run.params,
         "best_test_acc": run.best_acc if run.best_acc >= 0 else None,
         "best_epoch": run.best_epoch if run.best_epoch >= 0 else None,
@@ -109,9 +111,12 @@ def end_epoch(run: Any, epoch: int, tr: Dict[str, Any], te: Dict[str, Any]) -> N
            "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
            "test_loss": te["test_loss"], "test_acc": acc, "epoch_time_s": t_train,
            "images_per_s": tr["images"] / max(t_train - tr.get("compile_s", 0.0), 1e-9)}
+    if run.sharded:  # every process writes its shards
+        save(run, checkpoint_payload(run, epoch + 1), best=run.best_epoch == epoch + 1)
     if not run.env.main:
         return
-    save(run, checkpoint_payload(run, epoch + 1), best=run.best_epoch == epoch + 1)
+    if not run.sharded:
+        save(run, checkpoint_payload(run, epoch + 1), best=run.best_epoch == epoch + 1)
     run.folder.add_metrics(row)
     if run.tb is not None:
         for k in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s"):

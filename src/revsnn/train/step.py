@@ -143,7 +143,13 @@ def train_epoch(run: Any, epoch: int, start: int, state: Optional[Dict[str, Any]
         # the optimiser step, checked (and Ctrl-C looked at) in one reduction on all ranks
         skipped, stop = checked_step(run, loss, data_ok, batch, epoch, lr)
         run.scheduler.step()
-        if run.ema is not None and not skipped:
+        if run.sharded and not skipped:
+            from .sharding import ShardedEMA, sync_buffers
+
+            sync_buffers(run.model)  # BatchNorm running statistics: the processes' mean
+            if isinstance(run.ema, ShardedEMA):
+                run.ema.update()
+        if run.ema is not None and not skipped and not run.sharded:
             ema_update(run.ema, run.model)
         run.global_step += 1
         step = batch.step + 1
