@@ -24,11 +24,12 @@ import argparse
 import ast
 import copy
 import ctypes
+import functools
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -38,6 +39,7 @@ from revsnn.bench.data import random_batches
 from revsnn.bench.results import RESULTS_DIR, command_line, provenance, publish, table
 from revsnn.bench.setups import create
 from revsnn.bench.timing import time_steps
+from revsnn.measure import default_loss, default_optimizer, training_step
 from revsnn.models.compile import CompileClock, compile_model, compile_problem
 
 MODELS = ["revs_resnet37", "ms_resnet34", "trevsnn_tiny", "pararevsnn_resnet37"]
@@ -95,17 +97,17 @@ class _Heap:
         return peak[0] - base
 
 
+def _step_of(model: nn.Module, batch, device: torch.device) -> Callable[[], None]:
+    """One training step as every measurement runs it (:func:`revsnn.measure.training_step`
+    with the default loss and SGD)."""
+    opt = default_optimizer([p for p in model.parameters() if p.requires_grad])
+    x, y = batch[0].to(device), batch[1].to(device)
+    return functools.partial(training_step, model, default_loss, opt, x, y)
+
+
 def _peak_bytes(model: nn.Module, batch, device: torch.device) -> int:
     """Peak memory of one training step (after one untimed step: compiled, grads allocated)."""
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
-                          momentum=0.9)
-    x, y = batch[0].to(device), batch[1].to(device)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=False)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
+    step = _step_of(model, batch, device)
     step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -120,14 +122,7 @@ def _peak_bytes(model: nn.Module, batch, device: torch.device) -> int:
 def _profile(model: nn.Module, batch, device: torch.device, top: int = 12) -> List[Dict]:
     """Where one training step's time goes (after two untimed steps): the ``top`` operators
     and compiled regions by self CPU time."""
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    x, y = batch[0].to(device), batch[1].to(device)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=False)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
+    step = _step_of(model, batch, device)
     step()
     step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
